@@ -1,0 +1,508 @@
+"""Genesis document, block headers, block hashes, votes and commit certificates (DESIGN.md §4).
+
+A block header is hashed with JCS: ``block_hash = sha256(JCS(header))``. The genesis block
+(height 0) names the genesis document by its hash and has no certificate; every later block
+carries the precommit signatures of more than two thirds of the genesis validators.
+
+This module parses, builds and checks these values. It does not decide *which* block should be
+committed (that is consensus, in ``node``), and it does not check the events inside a block
+(see ``events`` and the chain verifier).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger.checkpoint import NoteVerifier
+from ledger.encoding import (
+    MAX_SAFE_INTEGER,
+    canonical,
+    parse_hex,
+    parse_json,
+    parse_json_checking_floats,
+    parse_time,
+)
+from ledger.errors import ConsensusError, EncodingError, SignatureError
+from ledger.events import Envelope, parse_envelope
+from ledger.keys import (
+    VOTE_PREFIX,
+    SignatureCheck,
+    check_signatures,
+    key_id,
+    public_key_bytes,
+    sign,
+)
+
+__all__ = [
+    "EMPTY_ROOT",
+    "ZERO_HASH",
+    "Block",
+    "BlockEventError",
+    "BlockHeader",
+    "CommitCertificate",
+    "GenesisDocument",
+    "Validator",
+    "VoteSignature",
+    "check_certificate",
+    "check_key_name",
+    "export_lines",
+    "genesis_header",
+    "parse_block",
+    "parse_certificate",
+    "parse_genesis",
+    "parse_header",
+    "quorum",
+    "sign_vote",
+    "verify_certificate",
+    "vote_bytes",
+]
+
+ZERO_HASH = "0" * 64
+EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
+NETWORK_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+_KEY_NAME = re.compile(r"[^\s+]+")
+VOTE_TYPES = frozenset({"prevote", "precommit"})
+
+
+def quorum(validator_count: int) -> int:
+    """Votes needed for more than two thirds of ``validator_count`` validators."""
+    return 2 * validator_count // 3 + 1
+
+
+def _int(value: Any, what: str, minimum: int = 0) -> int:
+    if type(value) is not int or not minimum <= value <= MAX_SAFE_INTEGER:
+        raise EncodingError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if type(value) is not str:
+        raise EncodingError(f"{what} must be a string, got {value!r}")
+    return value
+
+
+def _fields(obj: Any, required: frozenset[str], what: str) -> dict[str, Any]:
+    if type(obj) is not dict:
+        raise EncodingError(f"{what} must be a JSON object")
+    if obj.keys() != required:
+        missing = sorted(required - obj.keys())
+        extra = sorted(obj.keys() - required)
+        detail = "; ".join(
+            p
+            for p in (
+                "missing " + ", ".join(missing) if missing else "",
+                "unknown field " + ", ".join(extra) if extra else "",
+            )
+            if p
+        )
+        raise EncodingError(f"{what}: {detail}")
+    return obj
+
+
+def check_key_name(name: Any, what: str) -> str:
+    """A C2SP key name: non-empty, no whitespace, no ``+``."""
+    if type(name) is not str or _KEY_NAME.fullmatch(name) is None:
+        raise EncodingError(f"{what} must be a key name without spaces or '+', got {name!r}")
+    return name
+
+
+# --- genesis -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Validator:
+    """A consensus validator named in the genesis document."""
+
+    name: str
+    public_key: bytes
+
+    @property
+    def key_id(self) -> str:
+        """The validator's key id (hex sha256 of its public key)."""
+        return key_id(self.public_key)
+
+
+@dataclass(frozen=True, slots=True)
+class GenesisDocument:
+    """The genesis document (``genesis.json``) every node and auditor starts from.
+
+    Attributes:
+        document: the parsed JSON object as given.
+        digest: ``sha256(JCS(document))`` in hex; the genesis block names it.
+    """
+
+    network: str
+    origin: str
+    created_at: str
+    validators: tuple[Validator, ...]
+    governance_admins: tuple[bytes, ...]
+    governance_threshold: int
+    document: dict[str, Any] = field(repr=False)
+    digest: str
+
+    @property
+    def validator_keys(self) -> dict[str, bytes]:
+        """Validator key id → raw public key, in genesis order."""
+        return {v.key_id: v.public_key for v in self.validators}
+
+    @property
+    def quorum(self) -> int:
+        """Votes needed to commit a block or trust a checkpoint."""
+        return quorum(len(self.validators))
+
+    @property
+    def note_verifiers(self) -> list[NoteVerifier]:
+        """The validators as checkpoint (C2SP note) verifiers, named by their key names."""
+        return [NoteVerifier(v.name, v.public_key) for v in self.validators]
+
+
+_GENESIS_FIELDS = frozenset({"v", "network", "origin", "created_at", "validators", "governance"})
+_VALIDATOR_FIELDS = frozenset({"name", "public_key"})
+_GOVERNANCE_FIELDS = frozenset({"admins", "threshold"})
+
+
+def parse_genesis(value: Any) -> GenesisDocument:
+    """Parse and check a genesis document (a JSON value, or its bytes or text).
+
+    Raises:
+        EncodingError: anything malformed, duplicated or out of range.
+    """
+    if isinstance(value, bytes | bytearray | str):
+        value = parse_json(value)
+    doc = _fields(value, _GENESIS_FIELDS, "genesis")
+    if type(doc["v"]) is not int or doc["v"] != 1:
+        raise EncodingError(f"genesis.v must be 1, got {doc['v']!r}")
+    network = _str(doc["network"], "genesis.network")
+    if NETWORK_ID.fullmatch(network) is None:
+        raise EncodingError(f"genesis.network {network!r} must match {NETWORK_ID.pattern}")
+    origin = check_key_name(doc["origin"], "genesis.origin")
+    if origin.startswith("rantai-"):
+        raise EncodingError("genesis.origin must not start with 'rantai-'")
+    parse_time(doc["created_at"], "genesis.created_at")
+    raw_validators = doc["validators"]
+    if type(raw_validators) is not list or not raw_validators:
+        raise EncodingError("genesis.validators must be a non-empty list")
+    validators = []
+    for position, raw in enumerate(raw_validators):
+        item = _fields(raw, _VALIDATOR_FIELDS, f"genesis.validators[{position}]")
+        name = check_key_name(item["name"], f"genesis.validators[{position}].name")
+        pk = parse_hex(item["public_key"], 32, f"genesis.validators[{position}].public_key")
+        validators.append(Validator(name, pk))
+    if len({v.name for v in validators}) != len(validators):
+        raise EncodingError("genesis.validators: names must be unique")
+    if len({v.public_key for v in validators}) != len(validators):
+        raise EncodingError("genesis.validators: public keys must be unique")
+    governance = _fields(doc["governance"], _GOVERNANCE_FIELDS, "genesis.governance")
+    raw_admins = governance["admins"]
+    if type(raw_admins) is not list or not raw_admins:
+        raise EncodingError("genesis.governance.admins must be a non-empty list")
+    admins = tuple(
+        parse_hex(a, 32, f"genesis.governance.admins[{i}]") for i, a in enumerate(raw_admins)
+    )
+    if len(set(admins)) != len(admins):
+        raise EncodingError("genesis.governance.admins must be unique")
+    threshold = _int(governance["threshold"], "genesis.governance.threshold", minimum=1)
+    if threshold > len(admins):
+        raise EncodingError("genesis.governance.threshold exceeds the number of admins")
+    return GenesisDocument(
+        network=network,
+        origin=origin,
+        created_at=doc["created_at"],
+        validators=tuple(validators),
+        governance_admins=admins,
+        governance_threshold=threshold,
+        document=doc,
+        digest=hashlib.sha256(canonical(doc)).hexdigest(),
+    )
+
+
+# --- headers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    """A block header; ``genesis`` is set only at height 0."""
+
+    network: str
+    height: int
+    prev: str
+    time: str
+    proposer: str
+    event_count: int
+    tree_size: int
+    tree_root: str
+    genesis: str | None = None
+    v: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        """The header as a JSON object (the ``genesis`` field only at height 0)."""
+        out: dict[str, Any] = {
+            "v": self.v,
+            "network": self.network,
+            "height": self.height,
+            "prev": self.prev,
+            "time": self.time,
+            "proposer": self.proposer,
+            "event_count": self.event_count,
+            "tree_size": self.tree_size,
+            "tree_root": self.tree_root,
+        }
+        if self.genesis is not None:
+            out["genesis"] = self.genesis
+        return out
+
+    @property
+    def canonical_bytes(self) -> bytes:
+        """``JCS(header)``."""
+        return canonical(self.to_json())
+
+    @property
+    def block_hash(self) -> str:
+        """``sha256(JCS(header))`` in hex."""
+        return hashlib.sha256(self.canonical_bytes).hexdigest()
+
+
+_HEADER_FIELDS = frozenset(
+    {"v", "network", "height", "prev", "time", "proposer", "event_count", "tree_size", "tree_root"}
+)
+
+
+def parse_header(value: Any) -> BlockHeader:
+    """Parse a block header.
+
+    Raises:
+        EncodingError: missing or unknown fields, wrong types, bad hex; ``genesis`` present
+            anywhere but height 0, or missing there.
+    """
+    if type(value) is not dict:
+        raise EncodingError("header must be a JSON object")
+    height = value.get("height")
+    expected = _HEADER_FIELDS | {"genesis"} if height == 0 else _HEADER_FIELDS
+    header = _fields(value, expected, "header")
+    if type(header["v"]) is not int or header["v"] != 1:
+        raise EncodingError(f"header.v must be 1, got {header['v']!r}")
+    height = _int(header["height"], "header.height")
+    parse_hex(header["prev"], 32, "header.prev")
+    parse_time(header["time"], "header.time")
+    proposer = _str(header["proposer"], "header.proposer")
+    if height == 0:
+        if proposer != "":
+            raise EncodingError("the genesis block has no proposer")
+        parse_hex(header["genesis"], 32, "header.genesis")
+    else:
+        parse_hex(proposer, 32, "header.proposer")
+    parse_hex(header["tree_root"], 32, "header.tree_root")
+    return BlockHeader(
+        network=_str(header["network"], "header.network"),
+        height=height,
+        prev=header["prev"],
+        time=header["time"],
+        proposer=proposer,
+        event_count=_int(header["event_count"], "header.event_count"),
+        tree_size=_int(header["tree_size"], "header.tree_size"),
+        tree_root=header["tree_root"],
+        genesis=header.get("genesis"),
+    )
+
+
+def genesis_header(genesis: GenesisDocument) -> BlockHeader:
+    """The genesis block's header for a genesis document."""
+    return BlockHeader(
+        network=genesis.network,
+        height=0,
+        prev=ZERO_HASH,
+        time=genesis.created_at,
+        proposer="",
+        event_count=0,
+        tree_size=0,
+        tree_root=EMPTY_ROOT,
+        genesis=genesis.digest,
+    )
+
+
+# --- votes and certificates ----------------------------------------------------------------
+
+
+def vote_bytes(network: str, height: int, round_: int, vote_type: str, block_hash: str) -> bytes:
+    """``JCS({network, height, round, type, block_hash})``: what a vote signs (after the prefix).
+
+    ``block_hash`` is ``""`` for a vote for no block (nil).
+    """
+    if vote_type not in VOTE_TYPES:
+        raise EncodingError(f"vote type must be prevote or precommit, got {vote_type!r}")
+    return canonical(
+        {
+            "network": network,
+            "height": height,
+            "round": round_,
+            "type": vote_type,
+            "block_hash": block_hash,
+        }
+    )
+
+
+def sign_vote(
+    private_key: Ed25519PrivateKey,
+    network: str,
+    height: int,
+    round_: int,
+    vote_type: str,
+    block_hash: str,
+) -> VoteSignature:
+    """Sign a vote with a validator key."""
+    message = vote_bytes(network, height, round_, vote_type, block_hash)
+    return VoteSignature(
+        key_id(public_key_bytes(private_key)), sign(private_key, VOTE_PREFIX, message)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VoteSignature:
+    """One validator's vote signature: ``{"node": key_id, "sig": hex}``."""
+
+    node: str
+    sig: bytes
+
+    def to_json(self) -> dict[str, str]:
+        """The wire form."""
+        return {"node": self.node, "sig": self.sig.hex()}
+
+
+@dataclass(frozen=True, slots=True)
+class CommitCertificate:
+    """The precommit signatures of a quorum of validators for one block, in one round."""
+
+    round: int
+    sigs: tuple[VoteSignature, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form ``{"round": r, "sigs": [...]}``."""
+        return {"round": self.round, "sigs": [s.to_json() for s in self.sigs]}
+
+
+_CERT_FIELDS = frozenset({"round", "sigs"})
+_VOTE_SIG_FIELDS = frozenset({"node", "sig"})
+
+
+def parse_certificate(value: Any) -> CommitCertificate:
+    """Parse a commit certificate.
+
+    Raises:
+        EncodingError: malformed.
+    """
+    cert = _fields(value, _CERT_FIELDS, "commit")
+    round_ = _int(cert["round"], "commit.round")
+    raw_sigs = cert["sigs"]
+    if type(raw_sigs) is not list:
+        raise EncodingError("commit.sigs must be a list")
+    sigs = []
+    for position, raw in enumerate(raw_sigs):
+        item = _fields(raw, _VOTE_SIG_FIELDS, f"commit.sigs[{position}]")
+        parse_hex(item["node"], 32, f"commit.sigs[{position}].node")
+        sigs.append(VoteSignature(item["node"], parse_hex(item["sig"], 64, "commit sig")))
+    return CommitCertificate(round_, tuple(sigs))
+
+
+def check_certificate(
+    certificate: CommitCertificate,
+    network: str,
+    height: int,
+    block_hash: str,
+    validators: Mapping[str, bytes],
+) -> SignatureCheck:
+    """Check a commit certificate against the validators (key id → public key); never raises."""
+    message = vote_bytes(network, height, certificate.round, "precommit", block_hash)
+    return check_signatures(
+        VOTE_PREFIX,
+        message,
+        ((s.node, s.sig) for s in certificate.sigs),
+        validators,
+        quorum(len(validators)),
+    )
+
+
+def verify_certificate(
+    certificate: CommitCertificate,
+    network: str,
+    height: int,
+    block_hash: str,
+    validators: Mapping[str, bytes],
+) -> SignatureCheck:
+    """Like :func:`check_certificate`, but raise unless a quorum of valid precommits is there.
+
+    Raises:
+        ConsensusError: naming who signed, who is missing and any bad signature.
+    """
+    result = check_certificate(certificate, network, height, block_hash, validators)
+    if not result.ok:
+        raise ConsensusError(f"commit certificate rejected: {result.explain()}")
+    return result
+
+
+# --- blocks --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A block: header, events in log order, and its commit certificate (None at height 0)."""
+
+    header: BlockHeader
+    events: tuple[Envelope, ...]
+    commit: CommitCertificate | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The export form ``{"header", "events", "commit"}``."""
+        return {
+            "header": self.header.to_json(),
+            "events": [e.to_json() for e in self.events],
+            "commit": None if self.commit is None else self.commit.to_json(),
+        }
+
+
+_BLOCK_FIELDS = frozenset({"header", "events", "commit"})
+
+
+class BlockEventError(EncodingError):
+    """A malformed event inside a block; ``position`` is its place in the block."""
+
+    def __init__(self, position: int, cause: Exception) -> None:
+        super().__init__(f"event {position} of the block: {cause}")
+        self.position = position
+
+
+def parse_block(value: Any) -> Block:
+    """Parse one block of an export (a JSON value, or one NDJSON line).
+
+    Raises:
+        EncodingError: anything malformed (:class:`BlockEventError` for an event).
+    """
+    parsed_without_floats = False
+    if isinstance(value, bytes | bytearray | str):
+        value, has_floats = parse_json_checking_floats(value)
+        parsed_without_floats = not has_floats
+    block = _fields(value, _BLOCK_FIELDS, "block")
+    header = parse_header(block["header"])
+    raw_events = block["events"]
+    if type(raw_events) is not list:
+        raise EncodingError("block.events must be a list")
+    events = []
+    for position, raw in enumerate(raw_events):
+        try:
+            events.append(parse_envelope(raw, parsed_without_floats=parsed_without_floats))
+        except (EncodingError, SignatureError) as e:
+            raise BlockEventError(position, e) from e
+    commit = None if block["commit"] is None else parse_certificate(block["commit"])
+    return Block(header, tuple(events), commit)
+
+
+def export_lines(genesis: GenesisDocument, blocks: Iterable[Block]) -> Iterator[bytes]:
+    """The NDJSON export: the genesis document's line, then one line per block (DESIGN.md §4)."""
+    yield canonical(genesis.document) + b"\n"
+    for block in blocks:
+        yield canonical(block.to_json()) + b"\n"

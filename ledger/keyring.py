@@ -1,0 +1,98 @@
+"""Which keys may sign events, derived from genesis and from the events themselves.
+
+The chain verifier needs, for every event signature, the public key behind its key id and
+whether that key was registered and not yet revoked at that point of the log. The keyring
+answers exactly that: it follows ``org.register`` (admin keys), ``member.register`` (member keys),
+``key.add`` and ``key.revoke`` in log order, starting from the genesis governance admins.
+
+It deliberately knows nothing of roles, organisations or lots; whether a signer is *authorised*
+for an event is the supply-chain state machine's business, which implements the same
+:class:`EventAuthority` protocol and can take the keyring's place in the verifier.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ledger.encoding import parse_hex
+from ledger.errors import EncodingError, SignatureError
+from ledger.events import Envelope
+from ledger.keys import key_id
+
+__all__ = ["EventAuthority", "KeyRing"]
+
+
+class EventAuthority(Protocol):
+    """What the chain verifier asks of the ledger state for each event, in log order."""
+
+    def signer_keys(self, envelope: Envelope) -> list[bytes]:
+        """The public key of each signature of ``envelope`` (in ``envelope.sigs`` order).
+
+        Raises:
+            SignatureError: a signer is unknown or revoked.
+        """
+        ...
+
+    def apply(self, envelope: Envelope) -> None:
+        """Take the (already signature-checked) event into the state.
+
+        Raises:
+            LedgerError: the event is not acceptable in this state.
+        """
+        ...
+
+
+def _public_keys(payload: dict[str, Any], field: str, what: str) -> list[bytes]:
+    values = payload.get(field)
+    if type(values) is not list:
+        raise EncodingError(f"{what}.{field} must be a list of public keys")
+    return [parse_hex(v, 32, f"{what}.{field}[{i}]") for i, v in enumerate(values)]
+
+
+class KeyRing:
+    """Registered, unrevoked event-signing keys: key id → raw public key."""
+
+    __slots__ = ("_keys", "_revoked")
+
+    def __init__(self, governance_admins: list[bytes] | tuple[bytes, ...]) -> None:
+        self._keys: dict[str, bytes] = {key_id(k): k for k in governance_admins}
+        self._revoked: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def signer_keys(self, envelope: Envelope) -> list[bytes]:
+        """The public key of each signer of ``envelope``.
+
+        Raises:
+            SignatureError: a signer is unknown or revoked.
+        """
+        keys = []
+        for signature in envelope.sigs:
+            public_key = self._keys.get(signature.key)
+            if public_key is None:
+                state = "revoked" if signature.key in self._revoked else "unknown"
+                raise SignatureError(f"signed by {state} key {signature.key}")
+            keys.append(public_key)
+        return keys
+
+    def apply(self, envelope: Envelope) -> None:
+        """Follow key registrations and revocations in ``envelope``."""
+        payload = envelope.payload
+        kind = envelope.type
+        if kind == "org.register":
+            self._add(_public_keys(payload, "admins", "payload"))
+        elif kind == "member.register":
+            self._add(_public_keys(payload, "public_keys", "payload"))
+        elif kind == "key.add":
+            self._add([parse_hex(payload.get("public_key"), 32, "payload.public_key")])
+        elif kind == "key.revoke":
+            revoked = payload.get("key")
+            if type(revoked) is str and self._keys.pop(revoked, None) is not None:
+                self._revoked.add(revoked)
+
+    def _add(self, public_keys: list[bytes]) -> None:
+        for public_key in public_keys:
+            identifier = key_id(public_key)
+            if identifier not in self._revoked:
+                self._keys.setdefault(identifier, public_key)
