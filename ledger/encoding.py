@@ -130,7 +130,10 @@ def _reject_constant(name: str) -> Any:
 
 
 def _safe_int(text: str) -> int:
-    number = int(text)
+    try:
+        number = int(text)
+    except ValueError as e:  # more digits than int() converts (sys.get_int_max_str_digits())
+        raise EncodingError(f"integer of {len(text)} digits is outside ±(2^53 - 1)") from e
     if not -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER:
         raise EncodingError(f"integer {text} is outside ±(2^53 - 1)")
     return number
@@ -165,6 +168,11 @@ def parse_json_checking_floats(data: bytes | bytearray | str) -> tuple[Any, bool
         number = float(text)
         if number in (_INF, -_INF):
             raise EncodingError(f"number {text} is out of range")
+        # JCS writes a float of magnitude 2^53 .. 1e21 as plain integer digits (2e20 ->
+        # 200000000000000000000), which this parser refuses as an unsafe integer: accepting it
+        # here would let a document in whose canonical bytes do not parse again.
+        if MAX_SAFE_INTEGER < abs(number) < 1e21:
+            raise EncodingError(f"number {text} would canonicalise to an unsafe integer")
         return number
 
     try:
@@ -248,10 +256,14 @@ def format_time(moment: _dt.datetime) -> str:
     """
     if moment.tzinfo is None:
         raise EncodingError("time must be timezone-aware")
-    moment = moment.astimezone(_dt.UTC)
+    try:
+        moment = moment.astimezone(_dt.UTC)
+    except OverflowError as e:
+        raise EncodingError(f"time {moment.isoformat()} has no UTC form") from e
     if moment.microsecond % 1000:
         raise EncodingError("time has more than millisecond precision")
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    # isoformat() pads the year to four digits; strftime("%Y") does not on every platform.
+    text = moment.replace(tzinfo=None, microsecond=0).isoformat()
     if moment.microsecond:
         text += f".{moment.microsecond // 1000:03d}"
     return text + "Z"

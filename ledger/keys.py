@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -72,7 +72,7 @@ def private_key_from_pem(data: bytes) -> Ed25519PrivateKey:
     """
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise EncodingError(f"not an unencrypted PEM PKCS#8 private key: {e}") from e
     if not isinstance(key, Ed25519PrivateKey):
         raise EncodingError(f"expected an Ed25519 private key, got {type(key).__name__}")
