@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, insert, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ledger.blocks import (
@@ -208,6 +208,14 @@ class Store:
                         event_count=0,
                     )
                 )
+        except IntegrityError:
+            # Another process initialised the database first: agree with it or refuse.
+            self._load()
+            if self._genesis is None or self._genesis.digest != genesis.digest:
+                raise StorageError(
+                    "the database was initialised concurrently with another genesis document"
+                ) from None
+            return
         except SQLAlchemyError as e:
             raise StorageError(f"cannot initialise the database: {e}") from e
         self._genesis = genesis
@@ -265,7 +273,7 @@ class Store:
                         select(EventRow.height, EventRow.leaf)
                         .where(EventRow.height.between(height, last))
                         .order_by(EventRow.index)
-                    ).tuples():
+                    ):
                         leaves.setdefault(event_height, []).append(leaf)
             except SQLAlchemyError as e:
                 raise StorageError(f"cannot read blocks {height}..{last}: {e}") from e
@@ -308,8 +316,11 @@ class Store:
 
     def count_events(self) -> int:
         """How many events the store holds (a consistency check against the head)."""
-        with Session(self._engine) as session:
-            return int(session.scalar(select(func.count()).select_from(EventRow)) or 0)
+        try:
+            with Session(self._engine) as session:
+                return int(session.scalar(select(func.count()).select_from(EventRow)) or 0)
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot count events: {e}") from e
 
     # --- proofs ----------------------------------------------------------------------------
 
@@ -346,8 +357,10 @@ class Store:
         """The leaf hash at ``index``.
 
         Raises:
-            ProofError: ``index`` is beyond the log.
+            ProofError: ``index`` is negative or beyond the log.
         """
+        if index < 0:  # -1 would pass the size check and read node key -64
+            raise ProofError(f"leaf index {index} is negative")
         self._check_size(index + 1)
         return self._read_nodes([[(0, index)]])[0][0]
 

@@ -1,0 +1,226 @@
+"""Property tests of the store's Merkle proofs against a naive RFC 9162 reference (SQLite).
+
+Hypothesis picks how many events each block holds; the chain is built with the sample network,
+appended to a fresh SQLite store, and the proofs the store assembles from its stored subtree
+hashes are compared with a reference written straight from RFC 9162 §2.1.1 (MTH), §2.1.3.1
+(PATH) and §2.1.4.1 (PROOF, SUBPROOF), by recursion on the list of leaf hashes. Every proof must
+verify, and flipping any single bit of a proof element, a leaf hash or a root must make it fail.
+
+Each example opens its own database in a temporary directory inside the test body (hypothesis runs
+the body many times; a function-scoped fixture would be shared between examples). PostgreSQL gets
+the exhaustive version of the equality check in ``tests/unit/test_store.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.blocks import Block, genesis_header
+from ledger.encoding import format_time
+from ledger.errors import ProofError
+from ledger.events import Envelope
+from ledger.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion
+from node.store import Store
+from rantai.samplechain import SampleNetwork, sample_network
+
+MAX_BLOCKS = 15
+MAX_EVENTS_PER_BLOCK = 9
+START = dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.UTC)
+
+# --------------------------------------------------------------------------------------------
+# The reference: RFC 9162 §2.1, by definition
+
+
+def ref_mth(hs: Sequence[bytes]) -> bytes:
+    """MTH(D[n]) over leaf hashes."""
+    if not hs:
+        return hashlib.sha256(b"").digest()
+    if len(hs) == 1:
+        return hs[0]
+    k = ref_k(len(hs))
+    return hashlib.sha256(b"\x01" + ref_mth(hs[:k]) + ref_mth(hs[k:])).digest()
+
+
+def ref_k(n: int) -> int:
+    """The largest power of two smaller than n (n > 1)."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def ref_path(m: int, hs: Sequence[bytes]) -> list[bytes]:
+    """PATH(m, D[n])."""
+    if len(hs) == 1:
+        return []
+    k = ref_k(len(hs))
+    if m < k:
+        return [*ref_path(m, hs[:k]), ref_mth(hs[k:])]
+    return [*ref_path(m - k, hs[k:]), ref_mth(hs[:k])]
+
+
+def ref_subproof(m: int, hs: Sequence[bytes], b: bool) -> list[bytes]:
+    """SUBPROOF(m, D[n], b)."""
+    n = len(hs)
+    if m == n:
+        return [] if b else [ref_mth(hs)]
+    k = ref_k(n)
+    if m <= k:
+        return [*ref_subproof(m, hs[:k], b), ref_mth(hs[k:])]
+    return [*ref_subproof(m - k, hs[k:], False), ref_mth(hs[:k])]
+
+
+def ref_proof(m: int, hs: Sequence[bytes]) -> list[bytes]:
+    """PROOF(m, D[n])."""
+    return ref_subproof(m, hs, True)
+
+
+# --------------------------------------------------------------------------------------------
+# Chains
+
+
+@functools.cache
+def network_and_events() -> tuple[SampleNetwork, tuple[Envelope, ...]]:
+    """The sample network and enough distinct signed events for the largest chain (built once)."""
+    net = sample_network()
+    producer = net.key("producer")
+    events = tuple(
+        net.event(
+            "lot.create",
+            {
+                "lot_id": f"LOT-{serial:06d}",
+                "commodity": "cocoa",
+                "quantity": f"{1 + serial}.25",
+                "uom": "kg",
+                "producer": "koperasi-kopi/siti",
+                "harvested_on": "2026-11-20",
+            },
+            [producer],
+            f"prop-{serial}",
+            format_time(START),
+        )
+        for serial in range(MAX_BLOCKS * MAX_EVENTS_PER_BLOCK)
+    )
+    return net, events
+
+
+def build_chain(sizes: Sequence[int]) -> list[Block]:
+    """The genesis block, then one certified block per entry of ``sizes`` (its event count)."""
+    net, pool = network_and_events()
+    blocks = [Block(genesis_header(net.genesis), (), None)]
+    log = CompactRange()
+    used = 0
+    for count in sizes:
+        previous = blocks[-1].header
+        time = format_time(START + dt.timedelta(seconds=previous.height + 1))
+        blocks.append(net.commit(previous, log, list(pool[used : used + count]), time))
+        used += count
+    return blocks
+
+
+def flip(h: bytes, bit: int) -> bytes:
+    out = bytearray(h)
+    out[bit // 8] ^= 1 << (bit % 8)
+    return bytes(out)
+
+
+def fails_inclusion(leaf: bytes, index: int, size: int, proof: list[bytes], root: bytes) -> bool:
+    try:
+        verify_inclusion(leaf, index, size, proof, root)
+    except ProofError:
+        return True
+    return False
+
+
+def fails_consistency(m: int, n: int, proof: list[bytes], root1: bytes, root2: bytes) -> bool:
+    try:
+        verify_consistency(m, n, proof, root1, root2)
+    except ProofError:
+        return True
+    return False
+
+
+block_sizes = st.lists(
+    st.integers(min_value=0, max_value=MAX_EVENTS_PER_BLOCK), min_size=1, max_size=MAX_BLOCKS
+)
+bits = st.integers(min_value=0, max_value=255)
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=block_sizes, data=st.data())
+def test_store_proofs_equal_the_rfc9162_reference(sizes: list[int], data: st.DataObject) -> None:
+    blocks = build_chain(sizes)
+    hashes = [leaf_hash(e.leaf) for b in blocks for e in b.events]
+    n = len(hashes)
+    with tempfile.TemporaryDirectory() as directory:
+        store = Store.open(f"sqlite:///{Path(directory) / 'node.db'}")
+        try:
+            store.initialize(network_and_events()[0].genesis)
+            for block in blocks[1:]:
+                store.append_block(block)
+            assert store.head().tree_size == n
+            for block in blocks:
+                assert store.root(block.header.tree_size).hex() == block.header.tree_root
+                assert block.header.tree_root == ref_mth(hashes[: block.header.tree_size]).hex()
+            with pytest.raises(ProofError):
+                store.root(n + 1)
+            if n == 0:
+                with pytest.raises(ProofError):
+                    store.inclusion_proof(0, 0)
+                return
+
+            for _ in range(8):
+                size = data.draw(st.integers(min_value=1, max_value=n), label="size")
+                index = data.draw(st.integers(min_value=0, max_value=size - 1), label="index")
+                check_inclusion(store, hashes, index, size, data)
+
+                size2 = data.draw(st.integers(min_value=1, max_value=n), label="size2")
+                size1 = data.draw(st.integers(min_value=1, max_value=size2), label="size1")
+                check_consistency(store, hashes, size1, size2, data)
+        finally:
+            store.close()
+
+
+def check_inclusion(
+    store: Store, hashes: list[bytes], index: int, size: int, data: st.DataObject
+) -> None:
+    proof = store.inclusion_proof(index, size)
+    root = store.root(size)
+    assert proof == ref_path(index, hashes[:size])
+    assert root == ref_mth(hashes[:size])
+    assert store.leaf_hash(index) == hashes[index]
+    verify_inclusion(hashes[index], index, size, proof, root)
+
+    bit = data.draw(bits, label="bit")
+    assert fails_inclusion(hashes[index], index, size, proof, flip(root, bit))
+    assert fails_inclusion(flip(hashes[index], bit), index, size, proof, root)
+    if proof:
+        position = data.draw(st.integers(0, len(proof) - 1), label="position")
+        broken = [*proof[:position], flip(proof[position], bit), *proof[position + 1 :]]
+        assert fails_inclusion(hashes[index], index, size, broken, root)
+
+
+def check_consistency(
+    store: Store, hashes: list[bytes], size1: int, size2: int, data: st.DataObject
+) -> None:
+    proof = store.consistency_proof(size1, size2)
+    root1, root2 = store.root(size1), store.root(size2)
+    assert proof == ref_proof(size1, hashes[:size2])
+    verify_consistency(size1, size2, proof, root1, root2)
+
+    bit = data.draw(bits, label="bit")
+    assert fails_consistency(size1, size2, proof, flip(root1, bit), root2)
+    assert fails_consistency(size1, size2, proof, root1, flip(root2, bit))
+    if proof:
+        position = data.draw(st.integers(0, len(proof) - 1), label="position")
+        broken = [*proof[:position], flip(proof[position], bit), *proof[position + 1 :]]
+        assert fails_consistency(size1, size2, broken, root1, root2)
