@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.encoding import canonical, parse_hex, parse_json_checking_floats, parse_time
 from ledger.errors import EncodingError, SignatureError
-from ledger.keys import EVENT_PREFIX, SignatureJob, key_id, public_key_bytes, sign
+from ledger.keys import (
+    EVENT_PREFIX,
+    SignatureCheck,
+    SignatureJob,
+    check_signatures,
+    key_id,
+    public_key_bytes,
+    sign,
+)
 
 __all__ = [
     "BODY_FIELDS",
@@ -99,6 +107,12 @@ class Envelope:
         """The wire form of the envelope (signatures sorted by key)."""
         return {"body": self.body, "sigs": [s.to_json() for s in self.sigs]}
 
+    def check_signatures(self, known: Mapping[str, bytes], threshold: int) -> SignatureCheck:
+        """Check the signatures against known keys (key id → public key); never raises."""
+        return check_signatures(
+            EVENT_PREFIX, self.body_bytes, ((s.key, s.sig) for s in self.sigs), known, threshold
+        )
+
     def signature_jobs(self, public_keys: Sequence[bytes]) -> list[SignatureJob]:
         """Verification jobs for the signatures, given each signer's public key in order."""
         signed = self.signed_bytes
@@ -138,6 +152,22 @@ def _check_body(body: dict[str, Any]) -> _dt.datetime:
     return parse_time(body["created_at"], "body.created_at")
 
 
+def _reject_floats(value: Any, path: str) -> None:
+    """Refuse floats in signed data, except GeoJSON coordinates (DESIGN.md §2)."""
+    if type(value) is float:
+        raise EncodingError(
+            f"{path}: a number with a fraction is not allowed in signed data; quantities and "
+            "areas are decimal strings like '12.5'"
+        )
+    if type(value) is dict:
+        for key, item in value.items():
+            if not (key == "coordinates" and path.endswith(".geometry")):
+                _reject_floats(item, f"{path}.{key}")
+    elif type(value) is list:
+        for position, item in enumerate(value):
+            _reject_floats(item, f"{path}[{position}]")
+
+
 def parse_envelope(value: Any, *, parsed_without_floats: bool = False) -> Envelope:
     """Check the shape of an envelope and compute its id.
 
@@ -172,6 +202,8 @@ def parse_envelope(value: Any, *, parsed_without_floats: bool = False) -> Envelo
     for first, second in itertools.pairwise(sigs):
         if first.key == second.key:
             raise SignatureError(f"key {first.key} signed the event twice")
+    if not parsed_without_floats:
+        _reject_floats(body["payload"], "body.payload")
     body_bytes = canonical(body, parsed_without_floats=parsed_without_floats)
     return Envelope(
         body, tuple(sigs), body_bytes, hashlib.sha256(body_bytes).hexdigest(), created_at

@@ -304,12 +304,9 @@ class ChainVerifier:
                 public_keys = self._authority.signer_keys(envelope)
             except LedgerError as e:
                 self.fail(str(e), height, index, event_id)
-            signed = envelope.signed_bytes
-            for public_key, signature in zip(public_keys, envelope.sigs, strict=True):
-                self._queue(
-                    (public_key, signed, signature.sig),
-                    (height, index, event_id, f"signature by key {signature.key}"),
-                )
+            jobs = envelope.signature_jobs(public_keys)
+            for job, signature in zip(jobs, envelope.sigs, strict=True):
+                self._queue(job, (height, index, event_id, f"signature by key {signature.key}"))
             try:
                 self._authority.apply(envelope)
             except LedgerError as e:

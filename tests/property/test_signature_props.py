@@ -92,12 +92,13 @@ payload_text = st.text(
     ),
     max_size=10,
 )
+coordinates = st.floats(min_value=-180, max_value=180).map(lambda x: round(x, 7))
+points = st.lists(coordinates, min_size=2, max_size=2)
 payload_values = st.recursive(
     st.one_of(
         st.none(),
         st.booleans(),
         st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER),
-        st.floats(min_value=-180, max_value=180).map(lambda x: round(x, 7)),
         payload_text,
     ),
     lambda children: st.one_of(
@@ -112,7 +113,17 @@ bodies = st.fixed_dictionaries(
         "type": st.sampled_from(["lot.create", "lot.ship", "member.register"]),
         "nonce": st.text(st.characters(codec="ascii", min_codepoint=0x21), min_size=1, max_size=64),
         "created_at": st.sampled_from(["2026-11-29T03:00:00Z", "2026-11-29T03:00:00.123Z"]),
-        "payload": st.dictionaries(payload_text, payload_values, max_size=4),
+        "payload": st.fixed_dictionaries(
+            {},
+            optional={
+                # Floats appear in signed data only as GeoJSON coordinates (DESIGN.md §2).
+                "geometry": st.fixed_dictionaries({"type": st.just("Point"), "coordinates": points})
+            },
+        ).flatmap(
+            lambda fixed: st.dictionaries(payload_text, payload_values, max_size=4).map(
+                lambda extra: {**extra, **fixed}
+            )
+        ),
     }
 )
 signer_sets = st.lists(st.sampled_from(SIGNERS), min_size=1, max_size=3, unique_by=id)
@@ -162,14 +173,19 @@ def test_flipped_envelope_bit_never_passes_as_another_body(
 
 def test_every_flipped_bit_of_one_envelope() -> None:
     # Exhaustive over one envelope whose body holds control characters (escape malleability),
-    # a float, non-ASCII and astral text, signed by two keys.
+    # GeoJSON coordinates (floats), non-ASCII and astral text, signed by two keys.
     body = {
         "v": 1,
         "network": "kalbar-coop",
         "type": "lot.create",
         "nonce": "n-1",
         "created_at": "2026-11-29T03:00:00.123Z",
-        "payload": {"note": "a\x1fb\x0b", "q": "12.5", "x": 109.3425411, "\U0001f334": "\u00e9"},
+        "payload": {
+            "note": "a\x1fb\x0b",
+            "q": "12.5",
+            "geometry": {"type": "Point", "coordinates": [109.3425411, -0.0261]},
+            "\U0001f334": "\u00e9",
+        },
     }
     original = sign_event(body, SIGNERS[:2])
     encoded = original.leaf

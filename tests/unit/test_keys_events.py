@@ -542,6 +542,22 @@ REJECTED_ENVELOPES: list[Any] = [
         canonical(ENVELOPE).replace(b'"uom":"kg"', b'"uom":"\\ud800"'),
         EncodingError,
     ),
+    ("float-quantity", _mutated(_set(("body", "payload", "quantity"), 12.5)), EncodingError),
+    (
+        "float-nested-in-payload",
+        _mutated(_set(("body", "payload", "extra"), {"list": [1, 2.5]})),
+        EncodingError,
+    ),
+    (
+        "float-coordinates-outside-geometry",
+        _mutated(_set(("body", "payload", "coordinates"), [109.1, -0.1])),
+        EncodingError,
+    ),
+    (
+        "json-float-in-payload",
+        canonical(ENVELOPE).replace(b'"uom":"kg"', b'"uom":1.5'),
+        EncodingError,
+    ),
     (
         "json-unsafe-int-in-payload",
         canonical(ENVELOPE).replace(b'"uom":"kg"', b'"uom":9007199254740992'),
@@ -567,6 +583,30 @@ def test_base_of_the_rejection_table_is_valid() -> None:
     (signature,) = envelope.sigs
     assert signature.key == IDS[0]
     verify_signature(PUBS[0], EVENT_PREFIX, envelope.body_bytes, signature.sig)
+
+
+def test_geojson_coordinates_are_the_only_floats_in_signed_data() -> None:
+    geometry = {"type": "Point", "coordinates": [109.3425121, -0.0261234]}
+    body = {**BODY, "type": "plot.register", "payload": {"geometry": geometry}}
+    envelope = parse_envelope({"body": body, "sigs": ENVELOPE["sigs"]})
+    assert envelope.body_bytes == canonical_reference(body)
+    assert b"[109.3425121,-0.0261234]" in envelope.body_bytes
+    polygon = {"type": "Polygon", "coordinates": [[[109.1, -0.1], [109.2, -0.1], [109.1, -0.1]]]}
+    body = {**BODY, "payload": {"geometry": polygon}}
+    assert parse_envelope(canonical({"body": body, "sigs": ENVELOPE["sigs"]})).body == body
+
+
+def test_envelope_threshold_check_reports_who_signed() -> None:
+    body = {**BODY, "type": "org.register"}
+    envelope = sign_event(body, KEYS[:2])
+    known = dict(zip(IDS[:3], PUBS[:3], strict=True))
+    met = envelope.check_signatures(known, threshold=2)
+    assert met.ok
+    assert sorted(met.signed_by) == sorted(IDS[:2])
+    assert met.missing == (IDS[2],)
+    short = envelope.check_signatures(known, threshold=3)
+    assert not short.ok
+    assert "missing" in short.explain()
 
 
 @pytest.mark.parametrize(
