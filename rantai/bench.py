@@ -46,6 +46,16 @@ _EVENTS_PER_BLOCK = 1000
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _median_of(runs: int, measure: Callable[[], float]) -> tuple[float, list[float]]:
     values = [measure() for _ in range(runs)]
     return statistics.median(values), values
@@ -219,7 +229,7 @@ def main(quick: bool, data: Path, out: Path) -> None:
             "cores": cores,
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
+            "cpu": _cpu_model(),
         },
         "quick": quick,
         "events_large": large,
