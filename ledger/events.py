@@ -34,6 +34,7 @@ from ledger.keys import (
 
 __all__ = [
     "BODY_FIELDS",
+    "MAX_EVENT_CLOCK_SKEW",
     "MAX_SIGNATURES",
     "Envelope",
     "EventSignature",
@@ -41,6 +42,8 @@ __all__ = [
     "sign_event",
 ]
 
+MAX_EVENT_CLOCK_SKEW = _dt.timedelta(minutes=5)
+"""How far an event's ``created_at`` may lie in the future of its block's time."""
 BODY_FIELDS = frozenset({"v", "network", "type", "nonce", "created_at", "payload"})
 MAX_SIGNATURES = 16
 _MAX_NONCE = 64

@@ -12,6 +12,7 @@ for an event is the supply-chain state machine's business, which implements the 
 
 from __future__ import annotations
 
+import datetime as _dt
 from typing import Any, Protocol
 
 from ledger.encoding import parse_hex
@@ -33,8 +34,10 @@ class EventAuthority(Protocol):
         """
         ...
 
-    def apply(self, envelope: Envelope) -> None:
-        """Take the (already signature-checked) event into the state.
+    def apply(self, envelope: Envelope, index: int, block_time: _dt.datetime) -> object:
+        """Take the event at log ``index`` of a block of ``block_time`` into the state.
+
+        Its signatures are checked concurrently; if one fails, the verifier stops anyway.
 
         Raises:
             LedgerError: the event is not acceptable in this state.
@@ -76,7 +79,7 @@ class KeyRing:
             keys.append(public_key)
         return keys
 
-    def apply(self, envelope: Envelope) -> None:
+    def apply(self, envelope: Envelope, index: int, block_time: _dt.datetime) -> None:
         """Follow key registrations and revocations in ``envelope``."""
         payload = envelope.payload
         kind = envelope.type

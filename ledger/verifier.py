@@ -36,21 +36,18 @@ from ledger.blocks import (
 )
 from ledger.encoding import parse_time
 from ledger.errors import ChainError, EncodingError, LedgerError
+from ledger.events import MAX_EVENT_CLOCK_SKEW
 from ledger.keyring import EventAuthority, KeyRing
 from ledger.keys import VOTE_PREFIX, SignatureJob, verify_jobs
 from ledger.merkle import CompactRange, leaf_hash
 
 __all__ = [
-    "MAX_EVENT_CLOCK_SKEW",
     "ChainReport",
     "ChainSummary",
     "ChainVerifier",
     "check_export",
     "verify_export",
 ]
-
-MAX_EVENT_CLOCK_SKEW = _dt.timedelta(minutes=5)
-"""How far an event's ``created_at`` may lie in the future of its block's time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +281,8 @@ class ChainVerifier:
                 f"{len(block.events)} events",
                 height,
             )
-        latest = parse_time(header.time) + MAX_EVENT_CLOCK_SKEW
+        block_time = parse_time(header.time)
+        latest = block_time + MAX_EVENT_CLOCK_SKEW
         network = self._genesis.network
         for envelope in block.events:
             index = self._log.size
@@ -308,7 +306,7 @@ class ChainVerifier:
             for job, signature in zip(jobs, envelope.sigs, strict=True):
                 self._queue(job, (height, index, event_id, f"signature by key {signature.key}"))
             try:
-                self._authority.apply(envelope)
+                self._authority.apply(envelope, index, block_time)
             except LedgerError as e:
                 self.fail(str(e), height, index, event_id)
             self._log.append(leaf_hash(envelope.leaf))
