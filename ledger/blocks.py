@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.checkpoint import NoteVerifier
+from ledger.checkpoint import NoteVerifier, check_key_name
 from ledger.encoding import (
     MAX_SAFE_INTEGER,
     canonical,
@@ -27,13 +27,12 @@ from ledger.encoding import (
     parse_json,
     parse_json_checking_floats,
     parse_time,
+    require_fields,
 )
-from ledger.errors import ConsensusError, EncodingError, SignatureError
-from ledger.events import Envelope, parse_envelope
+from ledger.errors import EncodingError, SignatureError
+from ledger.events import MAX_SIGNATURES, Envelope, parse_envelope
 from ledger.keys import (
     VOTE_PREFIX,
-    SignatureCheck,
-    check_signatures,
     key_id,
     public_key_bytes,
     sign,
@@ -49,8 +48,6 @@ __all__ = [
     "GenesisDocument",
     "Validator",
     "VoteSignature",
-    "check_certificate",
-    "check_key_name",
     "export_lines",
     "genesis_header",
     "parse_block",
@@ -59,14 +56,12 @@ __all__ = [
     "parse_header",
     "quorum",
     "sign_vote",
-    "verify_certificate",
     "vote_bytes",
 ]
 
 ZERO_HASH = "0" * 64
 EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
 NETWORK_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
-_KEY_NAME = re.compile(r"[^\s+]+")
 VOTE_TYPES = frozenset({"prevote", "precommit"})
 
 
@@ -85,31 +80,6 @@ def _str(value: Any, what: str) -> str:
     if type(value) is not str:
         raise EncodingError(f"{what} must be a string, got {value!r}")
     return value
-
-
-def _fields(obj: Any, required: frozenset[str], what: str) -> dict[str, Any]:
-    if type(obj) is not dict:
-        raise EncodingError(f"{what} must be a JSON object")
-    if obj.keys() != required:
-        missing = sorted(required - obj.keys())
-        extra = sorted(obj.keys() - required)
-        detail = "; ".join(
-            p
-            for p in (
-                "missing " + ", ".join(missing) if missing else "",
-                "unknown field " + ", ".join(extra) if extra else "",
-            )
-            if p
-        )
-        raise EncodingError(f"{what}: {detail}")
-    return obj
-
-
-def check_key_name(name: Any, what: str) -> str:
-    """A C2SP key name: non-empty, no whitespace, no ``+``."""
-    if type(name) is not str or _KEY_NAME.fullmatch(name) is None:
-        raise EncodingError(f"{what} must be a key name without spaces or '+', got {name!r}")
-    return name
 
 
 # --- genesis -------------------------------------------------------------------------------
@@ -175,7 +145,7 @@ def parse_genesis(value: Any) -> GenesisDocument:
     """
     if isinstance(value, bytes | bytearray | str):
         value = parse_json(value)
-    doc = _fields(value, _GENESIS_FIELDS, "genesis")
+    doc = require_fields(value, _GENESIS_FIELDS, "genesis")
     if type(doc["v"]) is not int or doc["v"] != 1:
         raise EncodingError(f"genesis.v must be 1, got {doc['v']!r}")
     network = _str(doc["network"], "genesis.network")
@@ -190,7 +160,7 @@ def parse_genesis(value: Any) -> GenesisDocument:
         raise EncodingError("genesis.validators must be a non-empty list")
     validators = []
     for position, raw in enumerate(raw_validators):
-        item = _fields(raw, _VALIDATOR_FIELDS, f"genesis.validators[{position}]")
+        item = require_fields(raw, _VALIDATOR_FIELDS, f"genesis.validators[{position}]")
         name = check_key_name(item["name"], f"genesis.validators[{position}].name")
         pk = parse_hex(item["public_key"], 32, f"genesis.validators[{position}].public_key")
         validators.append(Validator(name, pk))
@@ -198,7 +168,7 @@ def parse_genesis(value: Any) -> GenesisDocument:
         raise EncodingError("genesis.validators: names must be unique")
     if len({v.public_key for v in validators}) != len(validators):
         raise EncodingError("genesis.validators: public keys must be unique")
-    governance = _fields(doc["governance"], _GOVERNANCE_FIELDS, "genesis.governance")
+    governance = require_fields(doc["governance"], _GOVERNANCE_FIELDS, "genesis.governance")
     raw_admins = governance["admins"]
     if type(raw_admins) is not list or not raw_admins:
         raise EncodingError("genesis.governance.admins must be a non-empty list")
@@ -210,6 +180,11 @@ def parse_genesis(value: Any) -> GenesisDocument:
     threshold = _int(governance["threshold"], "genesis.governance.threshold", minimum=1)
     if threshold > len(admins):
         raise EncodingError("genesis.governance.threshold exceeds the number of admins")
+    if threshold > MAX_SIGNATURES:
+        raise EncodingError(
+            f"genesis.governance.threshold above {MAX_SIGNATURES}: an event carries at most "
+            f"{MAX_SIGNATURES} signatures"
+        )
     return GenesisDocument(
         network=network,
         origin=origin,
@@ -284,7 +259,7 @@ def parse_header(value: Any) -> BlockHeader:
         raise EncodingError("header must be a JSON object")
     height = value.get("height")
     expected = _HEADER_FIELDS | {"genesis"} if height == 0 else _HEADER_FIELDS
-    header = _fields(value, expected, "header")
+    header = require_fields(value, expected, "header")
     if type(header["v"]) is not int or header["v"] != 1:
         raise EncodingError(f"header.v must be 1, got {header['v']!r}")
     height = _int(header["height"], "header.height")
@@ -396,53 +371,17 @@ def parse_certificate(value: Any) -> CommitCertificate:
     Raises:
         EncodingError: malformed.
     """
-    cert = _fields(value, _CERT_FIELDS, "commit")
+    cert = require_fields(value, _CERT_FIELDS, "commit")
     round_ = _int(cert["round"], "commit.round")
     raw_sigs = cert["sigs"]
     if type(raw_sigs) is not list:
         raise EncodingError("commit.sigs must be a list")
     sigs = []
     for position, raw in enumerate(raw_sigs):
-        item = _fields(raw, _VOTE_SIG_FIELDS, f"commit.sigs[{position}]")
+        item = require_fields(raw, _VOTE_SIG_FIELDS, f"commit.sigs[{position}]")
         parse_hex(item["node"], 32, f"commit.sigs[{position}].node")
         sigs.append(VoteSignature(item["node"], parse_hex(item["sig"], 64, "commit sig")))
     return CommitCertificate(round_, tuple(sigs))
-
-
-def check_certificate(
-    certificate: CommitCertificate,
-    network: str,
-    height: int,
-    block_hash: str,
-    validators: Mapping[str, bytes],
-) -> SignatureCheck:
-    """Check a commit certificate against the validators (key id → public key); never raises."""
-    message = vote_bytes(network, height, certificate.round, "precommit", block_hash)
-    return check_signatures(
-        VOTE_PREFIX,
-        message,
-        ((s.node, s.sig) for s in certificate.sigs),
-        validators,
-        quorum(len(validators)),
-    )
-
-
-def verify_certificate(
-    certificate: CommitCertificate,
-    network: str,
-    height: int,
-    block_hash: str,
-    validators: Mapping[str, bytes],
-) -> SignatureCheck:
-    """Like :func:`check_certificate`, but raise unless a quorum of valid precommits is there.
-
-    Raises:
-        ConsensusError: naming who signed, who is missing and any bad signature.
-    """
-    result = check_certificate(certificate, network, height, block_hash, validators)
-    if not result.ok:
-        raise ConsensusError(f"commit certificate rejected: {result.explain()}")
-    return result
 
 
 # --- blocks --------------------------------------------------------------------------------
@@ -469,11 +408,18 @@ _BLOCK_FIELDS = frozenset({"header", "events", "commit"})
 
 
 class BlockEventError(EncodingError):
-    """A malformed event inside a block; ``position`` is its place in the block."""
+    """A malformed event inside a block.
 
-    def __init__(self, position: int, cause: Exception) -> None:
+    Attributes:
+        position: the bad event's place in the block.
+        prefix: the block with the events before it, so that a verifier can check those
+            first (an earlier fault must be reported before this one).
+    """
+
+    def __init__(self, position: int, cause: Exception, prefix: Block) -> None:
         super().__init__(f"event {position} of the block: {cause}")
         self.position = position
+        self.prefix = prefix
 
 
 def parse_block(value: Any) -> Block:
@@ -486,8 +432,9 @@ def parse_block(value: Any) -> Block:
     if isinstance(value, bytes | bytearray | str):
         value, has_floats = parse_json_checking_floats(value)
         parsed_without_floats = not has_floats
-    block = _fields(value, _BLOCK_FIELDS, "block")
+    block = require_fields(value, _BLOCK_FIELDS, "block")
     header = parse_header(block["header"])
+    commit = None if block["commit"] is None else parse_certificate(block["commit"])
     raw_events = block["events"]
     if type(raw_events) is not list:
         raise EncodingError("block.events must be a list")
@@ -496,8 +443,7 @@ def parse_block(value: Any) -> Block:
         try:
             events.append(parse_envelope(raw, parsed_without_floats=parsed_without_floats))
         except (EncodingError, SignatureError) as e:
-            raise BlockEventError(position, e) from e
-    commit = None if block["commit"] is None else parse_certificate(block["commit"])
+            raise BlockEventError(position, e, Block(header, tuple(events), commit)) from e
     return Block(header, tuple(events), commit)
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "NoteCheck",
     "NoteSignature",
     "NoteVerifier",
+    "check_key_name",
     "check_note",
     "format_checkpoint",
     "format_note",
@@ -142,6 +143,18 @@ def _check_key_name(name: object, what: str = "key name") -> bytes:
                 f"{what} {name!r} contains the control character U+{ord(char):04X} at character {i}"
             )
     return _utf8(name, what)
+
+
+def check_key_name(name: object, what: str = "key name") -> str:
+    """``name`` if it is a valid signed-note key name (for genesis origins and validator names).
+
+    Raises:
+        EncodingError: empty, or holding a ``+``, a Unicode space or a control character.
+    """
+    if not isinstance(name, str):
+        raise EncodingError(f"{what} must be a string, got {name!r}")
+    _check_key_name(name, what)
+    return name
 
 
 def _check_note_text(text: object, what: str = "note text") -> bytes:

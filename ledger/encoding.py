@@ -39,6 +39,7 @@ __all__ = [
     "parse_json_checking_floats",
     "parse_quantity",
     "parse_time",
+    "require_fields",
 ]
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -67,7 +68,13 @@ def canonical_reference(value: Any) -> bytes:
     """
     try:
         return bytes(rfc8785.dumps(value))
-    except (rfc8785.CanonicalizationError, TypeError, ValueError, UnicodeError) as e:
+    except (
+        rfc8785.CanonicalizationError,
+        TypeError,
+        ValueError,
+        UnicodeError,
+        RecursionError,
+    ) as e:
         raise EncodingError(f"value has no RFC 8785 canonical form: {e}") from e
 
 
@@ -107,11 +114,14 @@ def canonical(value: Any, *, parsed_without_floats: bool = False) -> bytes:
     Raises:
         EncodingError: the value has no JCS form.
     """
-    if parsed_without_floats or _only_fast_types(value):
-        text = _encode_fast(value)
-        if text.isascii() or max(text) < _FIRST_UNSAFE_CHAR:
-            return text.encode("utf-8")
-    return canonical_reference(value)
+    try:
+        if parsed_without_floats or _only_fast_types(value):
+            text = _encode_fast(value)
+            if text.isascii() or max(text) < _FIRST_UNSAFE_CHAR:
+                return text.encode("utf-8")
+        return canonical_reference(value)
+    except RecursionError as e:
+        raise EncodingError("value is nested too deeply to canonicalise") from e
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -200,6 +210,26 @@ def parse_json_checking_floats(data: bytes | bytearray | str) -> tuple[Any, bool
         except UnicodeEncodeError as e:
             raise EncodingError("JSON string holds a lone surrogate") from e
     return value, floats > 0
+
+
+def require_fields(value: Any, fields: frozenset[str], what: str) -> dict[str, Any]:
+    """``value`` as an object with exactly ``fields``.
+
+    Raises:
+        EncodingError: not an object, or a field missing or unknown (each named).
+    """
+    if type(value) is not dict:
+        raise EncodingError(f"{what} must be a JSON object")
+    if value.keys() != fields:
+        problems = []
+        missing = sorted(fields - value.keys())
+        extra = sorted(value.keys() - fields)
+        if missing:
+            problems.append("missing " + ", ".join(missing))
+        if extra:
+            problems.append("unknown field " + ", ".join(extra))
+        raise EncodingError(f"{what}: " + "; ".join(problems))
+    return value
 
 
 def parse_quantity(text: object, what: str = "quantity") -> Decimal:

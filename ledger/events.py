@@ -14,27 +14,27 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.encoding import canonical, parse_hex, parse_json_checking_floats, parse_time
-from ledger.errors import EncodingError, SignatureError
-from ledger.keys import (
-    EVENT_PREFIX,
-    SignatureCheck,
-    SignatureJob,
-    check_signatures,
-    key_id,
-    public_key_bytes,
-    sign,
+from ledger.encoding import (
+    MAX_SAFE_INTEGER,
+    canonical,
+    parse_hex,
+    parse_json_checking_floats,
+    parse_time,
+    require_fields,
 )
+from ledger.errors import EncodingError, SignatureError
+from ledger.keys import EVENT_PREFIX, SignatureJob, key_id, public_key_bytes, sign
 
 __all__ = [
     "BODY_FIELDS",
     "MAX_EVENT_CLOCK_SKEW",
+    "MAX_PAYLOAD_DEPTH",
     "MAX_SIGNATURES",
     "Envelope",
     "EventSignature",
@@ -110,31 +110,10 @@ class Envelope:
         """The wire form of the envelope (signatures sorted by key)."""
         return {"body": self.body, "sigs": [s.to_json() for s in self.sigs]}
 
-    def check_signatures(self, known: Mapping[str, bytes], threshold: int) -> SignatureCheck:
-        """Check the signatures against known keys (key id → public key); never raises."""
-        return check_signatures(
-            EVENT_PREFIX, self.body_bytes, ((s.key, s.sig) for s in self.sigs), known, threshold
-        )
-
     def signature_jobs(self, public_keys: Sequence[bytes]) -> list[SignatureJob]:
         """Verification jobs for the signatures, given each signer's public key in order."""
         signed = self.signed_bytes
         return [(pk, signed, s.sig) for pk, s in zip(public_keys, self.sigs, strict=True)]
-
-
-def _require_fields(obj: Any, fields: frozenset[str], what: str) -> dict[str, Any]:
-    if type(obj) is not dict:
-        raise EncodingError(f"{what} must be a JSON object")
-    if obj.keys() != fields:
-        missing = sorted(fields - obj.keys())
-        extra = sorted(obj.keys() - fields)
-        problems = []
-        if missing:
-            problems.append("missing " + ", ".join(missing))
-        if extra:
-            problems.append("unknown field " + ", ".join(extra))
-        raise EncodingError(f"{what}: " + "; ".join(problems))
-    return obj
 
 
 _ENVELOPE_FIELDS = frozenset({"body", "sigs"})
@@ -155,20 +134,39 @@ def _check_body(body: dict[str, Any]) -> _dt.datetime:
     return parse_time(body["created_at"], "body.created_at")
 
 
-def _reject_floats(value: Any, path: str) -> None:
-    """Refuse floats in signed data, except GeoJSON coordinates (DESIGN.md §2)."""
-    if type(value) is float:
+MAX_PAYLOAD_DEPTH = 16
+"""How deeply objects and lists may nest inside a payload."""
+
+
+def _check_payload(value: Any, path: str, depth: int = 0) -> None:
+    """Refuse deep nesting, and floats outside GeoJSON coordinates (DESIGN.md §2)."""
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise EncodingError(f"{path}: nested more than {MAX_PAYLOAD_DEPTH} levels deep")
+    if isinstance(value, float):
         raise EncodingError(
             f"{path}: a number with a fraction is not allowed in signed data; quantities and "
             "areas are decimal strings like '12.5'"
         )
-    if type(value) is dict:
+    if isinstance(value, dict):
         for key, item in value.items():
-            if not (key == "coordinates" and path.endswith(".geometry")):
-                _reject_floats(item, f"{path}.{key}")
-    elif type(value) is list:
+            if key == "coordinates" and path.endswith(".geometry"):
+                _check_coordinates(item, f"{path}.{key}", depth + 1)
+            else:
+                _check_payload(item, f"{path}.{key}", depth + 1)
+    elif isinstance(value, list | tuple):
         for position, item in enumerate(value):
-            _reject_floats(item, f"{path}[{position}]")
+            _check_payload(item, f"{path}[{position}]", depth + 1)
+
+
+def _check_coordinates(value: Any, path: str, depth: int) -> None:
+    """GeoJSON coordinates: nested lists of numbers whose canonical form parses back."""
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise EncodingError(f"{path}: nested more than {MAX_PAYLOAD_DEPTH} levels deep")
+    if isinstance(value, list | tuple):
+        for position, item in enumerate(value):
+            _check_coordinates(item, f"{path}[{position}]", depth + 1)
+    elif isinstance(value, float) and not abs(value) <= MAX_SAFE_INTEGER:
+        raise EncodingError(f"{path}: coordinate {value!r} is out of range")
 
 
 def parse_envelope(value: Any, *, parsed_without_floats: bool = False) -> Envelope:
@@ -185,8 +183,8 @@ def parse_envelope(value: Any, *, parsed_without_floats: bool = False) -> Envelo
     if isinstance(value, bytes | bytearray | str):
         value, has_floats = parse_json_checking_floats(value)
         parsed_without_floats = not has_floats
-    envelope = _require_fields(value, _ENVELOPE_FIELDS, "envelope")
-    body = _require_fields(envelope["body"], BODY_FIELDS, "envelope.body")
+    envelope = require_fields(value, _ENVELOPE_FIELDS, "envelope")
+    body = require_fields(envelope["body"], BODY_FIELDS, "envelope.body")
     created_at = _check_body(body)
     raw_sigs = envelope["sigs"]
     if type(raw_sigs) is not list:
@@ -197,7 +195,7 @@ def parse_envelope(value: Any, *, parsed_without_floats: bool = False) -> Envelo
         raise SignatureError(f"an event carries at most {MAX_SIGNATURES} signatures")
     sigs = []
     for position, raw in enumerate(raw_sigs):
-        item = _require_fields(raw, _SIG_FIELDS, f"envelope.sigs[{position}]")
+        item = require_fields(raw, _SIG_FIELDS, f"envelope.sigs[{position}]")
         parse_hex(item["key"], 32, f"envelope.sigs[{position}].key")
         signature = parse_hex(item["sig"], 64, f"envelope.sigs[{position}].sig")
         sigs.append(EventSignature(item["key"], signature))
@@ -205,8 +203,7 @@ def parse_envelope(value: Any, *, parsed_without_floats: bool = False) -> Envelo
     for first, second in itertools.pairwise(sigs):
         if first.key == second.key:
             raise SignatureError(f"key {first.key} signed the event twice")
-    if not parsed_without_floats:
-        _reject_floats(body["payload"], "body.payload")
+    _check_payload(body["payload"], "body.payload")
     body_bytes = canonical(body, parsed_without_floats=parsed_without_floats)
     return Envelope(
         body, tuple(sigs), body_bytes, hashlib.sha256(body_bytes).hexdigest(), created_at

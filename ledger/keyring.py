@@ -61,9 +61,6 @@ class KeyRing:
         self._keys: dict[str, bytes] = {key_id(k): k for k in governance_admins}
         self._revoked: set[str] = set()
 
-    def __len__(self) -> int:
-        return len(self._keys)
-
     def signer_keys(self, envelope: Envelope) -> list[bytes]:
         """The public key of each signer of ``envelope``.
 

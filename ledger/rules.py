@@ -16,6 +16,7 @@ rule                   meaning
 event.network          the event names another network
 event.future           ``created_at`` is more than 5 minutes after the block time
 event.type             unknown event type
+event.duplicate        the same event (same id) is already in the log
 event.payload          a payload field is missing, unknown or malformed (the detail names it)
 auth.unknown-key       a signing key was never registered
 auth.revoked-key       a signing key was revoked earlier in the log
@@ -914,7 +915,12 @@ def apply_event(view: StateView, envelope: Envelope, ctx: EventContext) -> Effec
         if schema is None:
             raise _violation("event.type", f"unknown event type {kind!r}")
         payload = _fields(envelope.payload, "payload", *schema)
-        return HANDLERS[kind](view, payload, _signers(view, envelope), envelope, ctx)
+        earlier = view.event_index(envelope.event_id)
+        if earlier is not None:
+            raise _violation("event.duplicate", f"the event is already in the log at {earlier}")
+        effects = HANDLERS[kind](view, payload, _signers(view, envelope), envelope, ctx)
+        effects.events[envelope.event_id] = ctx.index
+        return effects
     except RuleViolation as e:
         raise RuleViolation(e.rule, e.detail, envelope.event_id) from None
 

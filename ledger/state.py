@@ -280,6 +280,7 @@ class StateView(Protocol):
     def plot(self, plot_id: str) -> Plot | None: ...
     def lot(self, lot_id: str) -> Lot | None: ...
     def shipment(self, shipment_id: str) -> Shipment | None: ...
+    def event_index(self, event_id: str) -> int | None: ...
 
 
 @dataclass
@@ -294,9 +295,12 @@ class Effects:
     shipments: dict[str, Shipment] = field(default_factory=dict)
     edges: list[Edge] = field(default_factory=list)
     steps: list[LotStep] = field(default_factory=list)
+    events: dict[str, int] = field(default_factory=dict)
+    """Event id → log index of every event applied (so that none is applied twice)."""
 
     def merge(self, other: Effects) -> None:
         """Take ``other``'s changes on top of these (later events win)."""
+        self.events.update(other.events)
         self.orgs.update(other.orgs)
         self.members.update(other.members)
         self.keys.update(other.keys)
@@ -342,6 +346,10 @@ class Overlay:
         found = self.pending.shipments.get(shipment_id)
         return found if found is not None else self.base.shipment(shipment_id)
 
+    def event_index(self, event_id: str) -> int | None:
+        found = self.pending.events.get(event_id)
+        return found if found is not None else self.base.event_index(event_id)
+
 
 class MemoryState:
     """The whole state in dictionaries; also answers lineage queries for tracing."""
@@ -379,6 +387,9 @@ class MemoryState:
 
     def shipment(self, shipment_id: str) -> Shipment | None:
         return self.data.shipments.get(shipment_id)
+
+    def event_index(self, event_id: str) -> int | None:
+        return self.data.events.get(event_id)
 
     def parent_edges(self, lot_ids: Iterable[str]) -> list[Edge]:
         """Edges into any of ``lot_ids``."""

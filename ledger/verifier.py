@@ -35,11 +35,12 @@ from ledger.blocks import (
     vote_bytes,
 )
 from ledger.encoding import parse_time
-from ledger.errors import ChainError, EncodingError, LedgerError
+from ledger.errors import ChainError, EncodingError, LedgerError, RuleViolation
 from ledger.events import MAX_EVENT_CLOCK_SKEW
 from ledger.keyring import EventAuthority, KeyRing
 from ledger.keys import VOTE_PREFIX, SignatureJob, verify_jobs
 from ledger.merkle import CompactRange, leaf_hash
+from ledger.rules import StateMachine
 
 __all__ = [
     "ChainReport",
@@ -122,7 +123,9 @@ class ChainVerifier:
     ) -> None:
         self._genesis = genesis
         self._validators = genesis.validator_keys
-        self._authority: EventAuthority = authority or KeyRing(genesis.governance_admins)
+        self._authority: EventAuthority = (
+            authority if authority is not None else KeyRing(genesis.governance_admins)
+        )
         self._executor = executor
         self._batch_size = batch_size
         self._max_pending = max_pending
@@ -164,9 +167,11 @@ class ChainVerifier:
         try:
             block = parse_block(line)
         except BlockEventError as e:
-            self.fail(f"malformed event: {e.__cause__}", height, self._log.size + e.position)
+            # The events before the malformed one may hold an earlier fault: check them first.
+            self._check_block(e.prefix, complete=False)
+            self._fail(f"malformed event: {e.__cause__}", height, self._log.size)
         except LedgerError as e:
-            self.fail(f"malformed block: {e}", height)
+            self._fail(f"malformed block: {e}", height)
         self.add_block(block)
 
     def add_block(self, block: Block) -> None:
@@ -175,29 +180,39 @@ class ChainVerifier:
         Raises:
             ChainError: this block, or an earlier block's signature, is at fault.
         """
+        self._check_block(block, complete=True)
+        self._previous = block.header
+        self._previous_time = parse_time(block.header.time)
+        self._blocks += 1
+
+    def _check_block(self, block: Block, *, complete: bool) -> None:
+        """Check a block; ``complete`` False for the well-formed prefix of a malformed one."""
         header = block.header
         height = self.next_height
         if header.height != height:
-            self.fail(f"expected height {height}, found height {header.height}", height)
+            self._fail(f"expected height {height}, found height {header.height}", height)
         if header.network != self._genesis.network:
-            self.fail(f"header network {header.network!r} is not this network's", height)
-        block_hash = header.block_hash
+            self._fail(f"header network {header.network!r} is not this network's", height)
         if height == 0:
             self._check_genesis_block(block)
-        else:
-            self._check_link(header)
-            self._check_certificate(block, block_hash)
-            self._check_events(block)
-            if header.tree_size != self._log.size:
-                self.fail(
-                    f"header tree_size {header.tree_size} but the log has {self._log.size}",
-                    height,
-                )
-            if header.tree_root != self._log.root().hex():
-                self.fail("header tree_root does not match the recomputed Merkle root", height)
-        self._previous = header
-        self._previous_time = parse_time(header.time)
-        self._blocks += 1
+            return
+        self._check_link(header)
+        self._check_certificate(block, header.block_hash)
+        if complete and header.event_count != len(block.events):
+            self._fail(
+                f"header event_count {header.event_count} but the block has "
+                f"{len(block.events)} events",
+                height,
+            )
+        self._check_events(block)
+        if not complete:
+            return
+        if header.tree_size != self._log.size:
+            self._fail(
+                f"header tree_size {header.tree_size} but the log has {self._log.size}", height
+            )
+        if header.tree_root != self._log.root().hex():
+            self._fail("header tree_root does not match the recomputed Merkle root", height)
 
     def finish(self) -> ChainSummary:
         """Wait for every pending signature check and return the summary.
@@ -219,22 +234,22 @@ class ChainVerifier:
             differing = sorted(
                 k for k, v in block.header.to_json().items() if expected.to_json().get(k) != v
             )
-            self.fail(
+            self._fail(
                 "genesis block header does not match the genesis document "
                 f"(field {', '.join(differing) or 'genesis'})",
                 0,
             )
         if block.events:
-            self.fail("the genesis block has events", 0)
+            self._fail("the genesis block has events", 0)
         if block.commit is not None:
-            self.fail("the genesis block has a commit certificate", 0)
+            self._fail("the genesis block has a commit certificate", 0)
 
     def _check_link(self, header: BlockHeader) -> None:
         previous = self._previous
         assert previous is not None
         height = header.height
         if header.prev != previous.block_hash:
-            self.fail(
+            self._fail(
                 f"prev {header.prev} is not the hash of block {previous.height} "
                 f"({previous.block_hash})",
                 height,
@@ -242,15 +257,15 @@ class ChainVerifier:
         block_time = parse_time(header.time)
         assert self._previous_time is not None
         if block_time < self._previous_time:
-            self.fail(f"block time {header.time} is before block {previous.height}'s", height)
+            self._fail(f"block time {header.time} is before block {previous.height}'s", height)
         if header.proposer not in self._validators:
-            self.fail(f"proposer {header.proposer} is not a genesis validator", height)
+            self._fail(f"proposer {header.proposer} is not a genesis validator", height)
 
     def _check_certificate(self, block: Block, block_hash: str) -> None:
         height = block.header.height
         commit = block.commit
         if commit is None:
-            self.fail("block has no commit certificate", height)
+            self._fail("block has no commit certificate", height)
         message = VOTE_PREFIX + vote_bytes(
             self._genesis.network, height, commit.round, "precommit", block_hash
         )
@@ -258,15 +273,15 @@ class ChainVerifier:
         for vote in commit.sigs:
             public_key = self._validators.get(vote.node)
             if public_key is None:
-                self.fail(f"commit vote by {vote.node}, which is not a validator", height)
+                self._fail(f"commit vote by {vote.node}, which is not a validator", height)
             if vote.node in signers:
-                self.fail(f"validator {vote.node} voted twice in the commit", height)
+                self._fail(f"validator {vote.node} voted twice in the commit", height)
             signers.add(vote.node)
             self._queue(
                 (public_key, message, vote.sig), (height, None, None, f"commit vote by {vote.node}")
             )
         if len(signers) < self._genesis.quorum:
-            self.fail(
+            self._fail(
                 f"commit has {len(signers)} votes, a quorum is {self._genesis.quorum} "
                 f"of {len(self._validators)}",
                 height,
@@ -275,24 +290,22 @@ class ChainVerifier:
     def _check_events(self, block: Block) -> None:
         header = block.header
         height = header.height
-        if header.event_count != len(block.events):
-            self.fail(
-                f"header event_count {header.event_count} but the block has "
-                f"{len(block.events)} events",
-                height,
-            )
         block_time = parse_time(header.time)
         latest = block_time + MAX_EVENT_CLOCK_SKEW
         network = self._genesis.network
+        seen: set[str] = set()
         for envelope in block.events:
             index = self._log.size
             event_id = envelope.event_id
+            if event_id in seen:
+                self._fail("the event appears twice in the block", height, index, event_id)
+            seen.add(event_id)
             if envelope.body["network"] != network:
-                self.fail(
+                self._fail(
                     f"event is for network {envelope.body['network']!r}", height, index, event_id
                 )
             if envelope.created_at > latest:
-                self.fail(
+                self._fail(
                     "event created_at is more than 5 minutes after the block time",
                     height,
                     index,
@@ -301,14 +314,14 @@ class ChainVerifier:
             try:
                 public_keys = self._authority.signer_keys(envelope)
             except LedgerError as e:
-                self.fail(str(e), height, index, event_id)
+                self._fail(_reason(e), height, index, event_id)
             jobs = envelope.signature_jobs(public_keys)
             for job, signature in zip(jobs, envelope.sigs, strict=True):
                 self._queue(job, (height, index, event_id, f"signature by key {signature.key}"))
             try:
                 self._authority.apply(envelope, index, block_time)
             except LedgerError as e:
-                self.fail(str(e), height, index, event_id)
+                self._fail(_reason(e), height, index, event_id)
             self._log.append(leaf_hash(envelope.leaf))
 
     # --- signature batches ---------------------------------------------------------------
@@ -345,7 +358,7 @@ class ChainVerifier:
         while self._pending:
             self._resolve_oldest()
 
-    def fail(
+    def _fail(
         self, reason: str, height: int, index: int | None = None, event_id: str | None = None
     ) -> NoReturn:
         """Raise the earliest fault: a pending signature failure comes before this one.
@@ -357,11 +370,19 @@ class ChainVerifier:
         raise ChainError(reason, height=height, index=index, event_id=event_id)
 
 
+def _reason(error: LedgerError) -> str:
+    """A fault's reason without the event id (the report names it separately)."""
+    if isinstance(error, RuleViolation):
+        return f"{error.rule}: {error.detail}"
+    return str(error)
+
+
 def check_export(
     lines: Iterable[bytes | str],
     *,
     genesis: GenesisDocument | None = None,
     executor: Executor | None = None,
+    rules: bool = True,
 ) -> ChainReport:
     """Verify an NDJSON export: the genesis document, then every block from height 0.
 
@@ -370,6 +391,9 @@ def check_export(
         genesis: the genesis document the auditor trusts; when given, the export's must be
             identical. Without it, the export's own genesis document is taken as trusted.
         executor: where to run signature batches (e.g. a process pool).
+        rules: also replay the supply-chain rules (who may sign what, quantities, double
+            spends, duplicates). Without them only signers' keys are tracked, and memory stays
+            flat; with them it grows with the ledger's state.
 
     Returns:
         The summary of what verified and the first fault, if any.
@@ -390,13 +414,16 @@ def check_export(
                 f"({genesis.digest})"
             ),
         )
-    verifier = ChainVerifier(genesis or document, executor=executor)
+    trusted = genesis or document
+    authority = StateMachine(trusted) if rules else None
+    verifier = ChainVerifier(trusted, authority=authority, executor=executor)
     try:
         for line in iterator:
             if not (line.endswith(b"\n") if isinstance(line, bytes) else line.endswith("\n")):
-                verifier.fail(
+                verifier.finish()  # an earlier fault comes first
+                raise ChainError(
                     "the export is truncated: the last line has no newline",
-                    verifier.next_height,
+                    height=verifier.next_height,
                 )
             verifier.add_line(line)
         verifier.finish()
@@ -410,13 +437,14 @@ def verify_export(
     *,
     genesis: GenesisDocument | None = None,
     executor: Executor | None = None,
+    rules: bool = True,
 ) -> ChainSummary:
     """Like :func:`check_export`, but raise the first fault.
 
     Raises:
         ChainError: the first fault, with its height, log index and event id.
     """
-    report = check_export(lines, genesis=genesis, executor=executor)
+    report = check_export(lines, genesis=genesis, executor=executor, rules=rules)
     if report.error is not None:
         raise report.error
     assert report.summary is not None

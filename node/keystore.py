@@ -25,19 +25,34 @@ def generate_key() -> Ed25519PrivateKey:
 def save_key(private_key: Ed25519PrivateKey, path: Path, *, overwrite: bool = False) -> None:
     """Write ``private_key`` to ``path`` as PEM PKCS#8, readable by its owner only (0600).
 
+    The key goes to a new 0600 file in the same directory that is then renamed over ``path``,
+    so the key is never readable by others and a failed write leaves no partial key file.
+
     Raises:
         StorageError: the file exists (unless ``overwrite``) or cannot be written.
     """
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    if path.exists() and not overwrite:
+        raise StorageError(f"{path} exists; refusing to overwrite a key")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        descriptor = os.open(path, flags, 0o600)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(descriptor, 0o600)
+            os.write(descriptor, private_key_to_pem(private_key))
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # fails if path appeared meanwhile: never clobber a key
+            os.unlink(temporary)
     except FileExistsError as e:
+        temporary.unlink(missing_ok=True)
         raise StorageError(f"{path} exists; refusing to overwrite a key") from e
     except OSError as e:
+        temporary.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {e}") from e
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(private_key_to_pem(private_key))
-    os.chmod(path, 0o600)
 
 
 def load_key(path: Path) -> Ed25519PrivateKey:

@@ -15,8 +15,6 @@ judge certificates or rules, which consensus and the chain verifier do before ap
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from ledger.encoding import canonical, parse_json
 from ledger.errors import ChainError, LedgerError, ProofError, StorageError
 from ledger.events import Envelope, parse_envelope
 from ledger.merkle import (
+    EMPTY_ROOT,
     CompactRange,
     consistency_ranges,
     fold_range,
@@ -50,7 +49,6 @@ from node.models import BlockRow, EventRow, MerkleNodeRow, MetaRow, node_key
 
 __all__ = ["Head", "Store", "StoredEvent", "create_store_engine", "migrate"]
 
-EMPTY_ROOT = hashlib.sha256(b"").digest()
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _BLOCK_READ_CHUNK = 256
 
@@ -315,7 +313,7 @@ class Store:
         return None if row is None else _stored_event(row)
 
     def count_events(self) -> int:
-        """How many events the store holds (a consistency check against the head)."""
+        """How many events the store holds (equals the head's ``tree_size`` when intact)."""
         try:
             with Session(self._engine) as session:
                 return int(session.scalar(select(func.count()).select_from(EventRow)) or 0)
@@ -466,7 +464,7 @@ def _head_of(header: BlockHeader) -> Head:
 
 def _block_of(row: BlockRow, leaves: list[bytes]) -> Block:
     header = parse_header(parse_json(row.header))
-    commit = None if row.commit is None else parse_certificate(json.loads(row.commit))
+    commit = None if row.commit is None else parse_certificate(parse_json(row.commit))
     return Block(header, tuple(parse_envelope(leaf) for leaf in leaves), commit)
 
 

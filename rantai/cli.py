@@ -1,7 +1,8 @@
 """The ``rantai`` command line (DESIGN.md §7).
 
 Exit codes: 0 success; 1 the thing checked is not intact (a chain fault, a failed proof);
-2 bad usage or unreadable input (a missing file, a malformed genesis document).
+2 bad usage or unreadable input (a missing file, a malformed genesis document); 3 an internal
+error (a bug: please report it with the traceback).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TimeRemainingColumn
 
 from ledger.blocks import GenesisDocument, parse_genesis
-from ledger.errors import LedgerError
+from ledger.errors import ChainError, LedgerError
 from ledger.keys import key_id, public_key_bytes
 from ledger.verifier import check_export
 from node.keystore import generate_key, save_key
@@ -28,17 +29,36 @@ __all__ = ["main"]
 
 EXIT_FAULT = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+MAX_EXPORT_LINE = 256 * 1024 * 1024
+"""The longest export line (one block) ``rantai verify`` reads."""
 
 console = Console(stderr=True)
 
 
+class InputProblem(click.ClickException):
+    """Unusable input (a missing or malformed file): exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rantai")
-def main() -> None:
+def cli() -> None:
     """Rantai: a permissioned, verifiable supply-chain ledger for cooperatives."""
 
 
-@main.command()
+def main() -> None:
+    """The console script: run the command line, turning a crash into exit code 3."""
+    try:
+        cli(standalone_mode=True)
+    except Exception:
+        console.print_exception()
+        console.print("[red]internal error[/]: this is a bug in rantai; please report it")
+        sys.exit(EXIT_INTERNAL)
+
+
+@cli.command()
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 def keygen(out: Path, force: bool) -> None:
@@ -54,7 +74,7 @@ def keygen(out: Path, force: bool) -> None:
     try:
         save_key(key, out, overwrite=force)
     except LedgerError as e:
-        raise click.ClickException(str(e)) from e
+        raise InputProblem(str(e)) from e
     public = public_key_bytes(key)
     click.echo(f"public_key {public.hex()}")
     click.echo(f"key_id     {key_id(public)}")
@@ -72,7 +92,12 @@ def _signature_pool(workers: int) -> Iterator[Executor | None]:
 def _read_lines(
     handle: BinaryIO, progress: Progress | None, task: TaskID | None
 ) -> Iterator[bytes]:
-    for line in handle:
+    """The export's lines; one longer than :data:`MAX_EXPORT_LINE` is refused unread."""
+    number = 0
+    while line := handle.readline(MAX_EXPORT_LINE + 1):
+        number += 1
+        if len(line) > MAX_EXPORT_LINE:
+            raise ChainError(f"line {number} of the export is longer than {MAX_EXPORT_LINE} bytes")
         if progress is not None and task is not None:
             progress.advance(task, len(line))
         yield line
@@ -84,12 +109,12 @@ def _load_genesis(path: Path | None) -> GenesisDocument | None:
     try:
         return parse_genesis(path.read_bytes())
     except OSError as e:
-        raise click.ClickException(f"cannot read {path}: {e}") from e
+        raise InputProblem(f"cannot read {path}: {e}") from e
     except LedgerError as e:
-        raise click.ClickException(f"{path} is not a valid genesis document: {e}") from e
+        raise InputProblem(f"{path} is not a valid genesis document: {e}") from e
 
 
-@main.command()
+@cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--genesis",
@@ -104,12 +129,22 @@ def _load_genesis(path: Path | None) -> GenesisDocument | None:
     show_default="all cores",
     help="Processes that check signatures.",
 )
+@click.option(
+    "--rules/--no-rules",
+    default=True,
+    show_default=True,
+    help="Replay the supply-chain rules too (who may sign what, quantities, double spends). "
+    "--no-rules checks structure and signatures only, in constant memory.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def verify(file: Path, genesis_path: Path | None, workers: int, quiet: bool) -> None:
-    """Audit an NDJSON export offline: every link, root, certificate and signature.
+def verify(file: Path, genesis_path: Path | None, workers: int, rules: bool, quiet: bool) -> None:
+    """Audit an NDJSON export offline: links, roots, certificates, signatures and rules.
 
-    Exits 0 and prints a summary if the chain is intact; otherwise exits 1 and names the
-    first height, log index and event that is wrong, and why.
+    Checks every block hash and link, recomputes every Merkle root and tree size, checks every
+    commit certificate against the genesis validators and every event signature against the
+    keys registered at that point, and (unless --no-rules) replays every event through the
+    supply-chain rules. Exits 0 and prints a summary if the chain is intact; otherwise exits 1
+    and names the first height, log index and event that is wrong, and why.
 
     \b
     Examples:
@@ -131,12 +166,17 @@ def verify(file: Path, genesis_path: Path | None, workers: int, quiet: bool) -> 
     )
     with file.open("rb") as handle, _signature_pool(workers) as pool:
         if progress is None:
-            report = check_export(_read_lines(handle, None, None), genesis=genesis, executor=pool)
+            report = check_export(
+                _read_lines(handle, None, None), genesis=genesis, executor=pool, rules=rules
+            )
         else:
             with progress:
                 task = progress.add_task("verifying", total=file.stat().st_size)
                 report = check_export(
-                    _read_lines(handle, progress, task), genesis=genesis, executor=pool
+                    _read_lines(handle, progress, task),
+                    genesis=genesis,
+                    executor=pool,
+                    rules=rules,
                 )
     summary = report.summary
     if report.error is not None:
@@ -149,7 +189,8 @@ def verify(file: Path, genesis_path: Path | None, workers: int, quiet: bool) -> 
         ):
             if value is not None:
                 click.echo(f"  {label:<7}{value}", err=True)
-        click.echo(f"  reason {error.reason}", err=True)
+        if str(error) != error.reason:
+            click.echo(f"  reason {error.reason}", err=True)
         if summary is not None:
             click.echo(
                 f"  blocks before the fault verified up to height {summary.height}", err=True
@@ -162,9 +203,13 @@ def verify(file: Path, genesis_path: Path | None, workers: int, quiet: bool) -> 
     click.echo(f"  tree_root  {summary.tree_root}")
     click.echo(f"  block_hash {summary.block_hash}")
     click.echo(f"  genesis    {summary.genesis}")
+    checked = "structure, certificates, signatures" + (" and rules" if rules else "")
+    click.echo(f"  checked    {checked}")
+    if not rules:
+        click.echo("  (authorisation and supply-chain rules not checked: --no-rules)")
 
 
-@main.command()
+@cli.command()
 @click.option(
     "--dir",
     "directory",
@@ -188,4 +233,4 @@ def demo(directory: Path, nodes: int, blocks: int, events_per_block: int) -> Non
     try:
         run_demo(directory, nodes=nodes, blocks=blocks, events_per_block=events_per_block)
     except LedgerError as e:
-        raise click.ClickException(str(e)) from e
+        raise InputProblem(str(e)) from e

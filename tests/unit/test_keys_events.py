@@ -596,19 +596,6 @@ def test_geojson_coordinates_are_the_only_floats_in_signed_data() -> None:
     assert parse_envelope(canonical({"body": body, "sigs": ENVELOPE["sigs"]})).body == body
 
 
-def test_envelope_threshold_check_reports_who_signed() -> None:
-    body = {**BODY, "type": "org.register"}
-    envelope = sign_event(body, KEYS[:2])
-    known = dict(zip(IDS[:3], PUBS[:3], strict=True))
-    met = envelope.check_signatures(known, threshold=2)
-    assert met.ok
-    assert sorted(met.signed_by) == sorted(IDS[:2])
-    assert met.missing == (IDS[2],)
-    short = envelope.check_signatures(known, threshold=3)
-    assert not short.ok
-    assert "missing" in short.explain()
-
-
 @pytest.mark.parametrize(
     "value",
     [

@@ -56,6 +56,7 @@ def _first_index(height: int) -> int:
 
 
 def _report(lines: list[bytes], **kwargs: object) -> ChainError:
+    """The fault ``check_export`` reports (with the supply-chain rules unless told otherwise)."""
     report = check_export(lines, **kwargs)  # type: ignore[arg-type]
     assert report.error is not None, "the corruption was not detected"
     return report.error
@@ -312,7 +313,7 @@ def _event(net: SampleNetwork, signer_label: str, time: str, **body: object) -> 
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
-        (lambda net, t: [_event(net, "stranger", t)], "unknown key"),
+        (lambda net, t: [_event(net, "stranger", t)], "auth.unknown-key"),
         (lambda net, t: [_event(net, "producer", t, network="other-net")], "network"),
         (
             lambda net, t: [_event(net, "producer", t, created_at="2026-11-29T03:15:01Z")],
@@ -321,17 +322,30 @@ def _event(net: SampleNetwork, signer_label: str, time: str, **body: object) -> 
     ],
     ids=["unknown-signer", "wrong-network", "created-in-the-future"],
 )
+@pytest.mark.parametrize("rules", [True, False], ids=["rules", "signatures-only"])
 def test_certified_block_with_a_bad_event(
-    net: SampleNetwork, make: Callable[[SampleNetwork, str], list[Envelope]], expected: str
+    net: SampleNetwork,
+    make: Callable[[SampleNetwork, str], list[Envelope]],
+    expected: str,
+    rules: bool,
 ) -> None:
     chain = list(_certified_chain(net, lambda t: make(net, t)))
-    error = _report(list(export_lines(net.genesis, chain)))
+    error = _report(list(export_lines(net.genesis, chain)), rules=rules)
+    if not rules:
+        expected = expected.replace("auth.unknown-key", "unknown key")
     bad = chain[-1].events[0]
     assert (error.height, error.index, error.event_id) == (6, 10, bad.event_id)
     assert expected in error.reason
 
 
-def test_revoked_key_signs_nothing_after_its_revocation(net: SampleNetwork) -> None:
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [(True, "auth.revoked-key"), (False, "revoked key")],
+    ids=["rules", "signatures-only"],
+)
+def test_revoked_key_signs_nothing_after_its_revocation(
+    net: SampleNetwork, rules: bool, expected: str
+) -> None:
     producer_id = key_id(public_key_bytes(net.key("producer")))
 
     def crafted(time: str) -> list[Envelope]:
@@ -346,9 +360,9 @@ def test_revoked_key_signs_nothing_after_its_revocation(net: SampleNetwork) -> N
 
     chain = list(_certified_chain(net, crafted))
     chain[-1] = _recertify_with_distinct_nonce(net, chain)
-    error = _report(list(export_lines(net.genesis, chain)))
+    error = _report(list(export_lines(net.genesis, chain)), rules=rules)
     assert (error.height, error.index) == (6, 12)
-    assert "revoked key" in error.reason
+    assert expected in error.reason
 
 
 def _recertify_with_distinct_nonce(net: SampleNetwork, chain: list[Block]) -> Block:
@@ -405,3 +419,68 @@ def test_genesis_header_is_fixed_by_the_document(net: SampleNetwork) -> None:
     assert header.tree_root == hashlib.sha256(b"").hexdigest()
     assert header.time == net.genesis.created_at
     assert _dt.datetime.fromisoformat(header.time).tzinfo is not None
+
+
+def test_an_earlier_bad_signature_wins_over_a_later_malformed_event(lines: list[bytes]) -> None:
+    block = _block(lines, FAULT_HEIGHT)
+    block["events"][0]["sigs"][0]["sig"] = "22" * 64
+    block["events"][1]["body"]["nonce"] = ""
+    error = _report(_with_block(lines, FAULT_HEIGHT, block))
+    assert (error.height, error.index) == (FAULT_HEIGHT, _first_index(FAULT_HEIGHT))
+    assert "does not verify" in error.reason
+
+
+@pytest.mark.parametrize("rules", [True, False], ids=["rules", "signatures-only"])
+def test_an_event_twice_in_one_block(net: SampleNetwork, rules: bool) -> None:
+    chain = list(_certified_chain(net, lambda t: [_event(net, "producer", t)] * 2))
+    error = _report(list(export_lines(net.genesis, chain)), rules=rules)
+    assert (error.height, error.index) == (6, 11)
+    assert "twice in the block" in error.reason
+
+
+def test_an_event_repeated_in_a_later_block_breaks_the_rules(net: SampleNetwork) -> None:
+    chain = list(net.chain(3, 2))
+    repeated = chain[2].events[0]
+    log = CompactRange()
+    for block in chain[1:]:
+        for envelope in block.events:
+            log.append(hashlib.sha256(b"\x00" + envelope.leaf).digest())
+    chain.append(net.commit(chain[-1].header, log, [repeated], "2026-11-29T03:10:00Z"))
+    error = _report(list(export_lines(net.genesis, chain)))
+    assert (error.height, error.index, error.event_id) == (4, 6, repeated.event_id)
+    assert "event.duplicate" in error.reason
+
+
+def test_a_member_key_cannot_register_an_organisation(net: SampleNetwork) -> None:
+    def crafted(time: str) -> list[Envelope]:
+        payload = {
+            "org_id": "rogue",
+            "name": "Rogue",
+            "kind": "auditor",
+            "admins": [public_key_bytes(net.key("rogue")).hex()],
+        }
+        return [net.event("org.register", payload, [net.key("producer")], "rogue", time)]
+
+    chain = list(_certified_chain(net, crafted))
+    error = _report(list(export_lines(net.genesis, chain)))
+    assert (error.height, error.index) == (6, 10)
+    assert "auth.unauthorised" in error.reason
+    assert check_export(list(export_lines(net.genesis, chain)), rules=False).ok
+
+
+def test_a_falsy_authority_is_still_used(net: SampleNetwork) -> None:
+    class DenyAll:
+        def __len__(self) -> int:
+            return 0
+
+        def signer_keys(self, envelope: Envelope) -> list[bytes]:
+            raise ChainError("denied")
+
+        def apply(self, envelope: Envelope, index: int, block_time: _dt.datetime) -> None:
+            raise AssertionError("never reached")
+
+    verifier = ChainVerifier(net.genesis, authority=DenyAll())
+    blocks = list(net.chain(1, 2))
+    verifier.add_block(blocks[0])
+    with pytest.raises(ChainError, match="denied"):
+        verifier.add_block(blocks[1])

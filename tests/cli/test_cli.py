@@ -1,0 +1,125 @@
+"""The ``rantai`` command line: keygen, verify (including tampered exports) and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ledger.blocks import export_lines
+from ledger.keys import key_id, private_key_from_pem, public_key_bytes
+from rantai.cli import EXIT_FAULT, EXIT_USAGE, cli
+from rantai.samplechain import sample_network
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    net = sample_network(4)
+    directory = tmp_path_factory.mktemp("export")
+    path = directory / "export.ndjson"
+    path.write_bytes(b"".join(export_lines(net.genesis, net.chain(20, 5))))
+    genesis = directory / "genesis.json"
+    genesis.write_text(json.dumps(net.genesis.document))
+    return path, genesis
+
+
+def test_keygen_writes_a_private_key_readable_by_its_owner_only(tmp_path: Path) -> None:
+    out = tmp_path / "siti.pem"
+    result = CliRunner().invoke(cli, ["keygen", str(out)])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    public = public_key_bytes(private_key_from_pem(out.read_bytes()))
+    assert f"public_key {public.hex()}" in result.output
+    assert f"key_id     {key_id(public)}" in result.output
+
+
+def test_keygen_refuses_to_overwrite_a_key(tmp_path: Path) -> None:
+    out = tmp_path / "siti.pem"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["keygen", str(out)]).exit_code == 0
+    before = out.read_bytes()
+    result = runner.invoke(cli, ["keygen", str(out)])
+    assert result.exit_code == EXIT_USAGE
+    assert "refusing to overwrite" in result.output
+    assert out.read_bytes() == before
+    assert runner.invoke(cli, ["keygen", "--force", str(out)]).exit_code == 0
+    assert out.read_bytes() != before
+
+
+@pytest.mark.parametrize("rules", ["--rules", "--no-rules"])
+def test_verify_accepts_an_intact_export(export: tuple[Path, Path], rules: str) -> None:
+    path, genesis = export
+    result = CliRunner().invoke(
+        cli, ["verify", str(path), "--genesis", str(genesis), "--quiet", "--workers", "1", rules]
+    )
+    assert result.exit_code == 0, result.output
+    assert "OK: chain intact" in result.output
+    assert "height     20 (21 blocks)" in result.output
+
+
+def test_verify_names_the_tampered_event(export: tuple[Path, Path], tmp_path: Path) -> None:
+    path, genesis = export
+    lines = path.read_bytes().splitlines(keepends=True)
+    block = json.loads(lines[11])
+    block["events"][3]["body"]["payload"]["quantity"] = "99.5"
+    lines[11] = json.dumps(block).encode() + b"\n"
+    tampered = tmp_path / "tampered.ndjson"
+    tampered.write_bytes(b"".join(lines))
+    result = CliRunner().invoke(
+        cli, ["verify", str(tampered), "--genesis", str(genesis), "-q", "--workers", "2"]
+    )
+    assert result.exit_code == EXIT_FAULT
+    assert "FAULT: height 10, index 48" in result.output
+    assert "does not verify" in result.output
+
+
+def test_verify_refuses_another_networks_genesis(export: tuple[Path, Path], tmp_path: Path) -> None:
+    path, _ = export
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(sample_network(4, seed=b"other").genesis.document))
+    result = CliRunner().invoke(cli, ["verify", str(path), "--genesis", str(other), "-q"])
+    assert result.exit_code == EXIT_FAULT
+    assert "not the trusted one" in result.output
+
+
+def test_verify_reports_unusable_input_with_exit_code_2(tmp_path: Path) -> None:
+    bad_genesis = tmp_path / "genesis.json"
+    bad_genesis.write_text("{}")
+    export = tmp_path / "export.ndjson"
+    export.write_text("")
+    result = CliRunner().invoke(cli, ["verify", str(export), "--genesis", str(bad_genesis)])
+    assert result.exit_code == EXIT_USAGE
+    assert "not a valid genesis document" in result.output
+    missing = CliRunner().invoke(cli, ["verify", str(tmp_path / "missing.ndjson")])
+    assert missing.exit_code == EXIT_USAGE
+
+
+def test_demo_builds_exports_and_proves(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rantai", "demo", "--dir", str(tmp_path), "--blocks", "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "verified" in result.stdout
+    assert "proof verifies against the checkpoint" in result.stdout
+    assert "consistency proof verifies" in result.stdout
+    verify = CliRunner().invoke(
+        cli,
+        [
+            "verify",
+            str(tmp_path / "export.ndjson"),
+            "--genesis",
+            str(tmp_path / "genesis.json"),
+            "-q",
+        ],
+    )
+    assert verify.exit_code == 0, verify.output
