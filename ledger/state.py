@@ -352,17 +352,20 @@ class Overlay:
 
 
 class MemoryState:
-    """The whole state in dictionaries; also answers lineage queries for tracing."""
+    """The whole state in dictionaries; also a :class:`~ledger.trace.LineageView` for tracing."""
 
     def __init__(self) -> None:
         self.data = Effects()
         self._parents: dict[str, list[Edge]] = {}
         self._children: dict[str, list[Edge]] = {}
         self._steps_by_lot: dict[str, list[LotStep]] = {}
+        self._shipments_by_lot: dict[str, dict[str, Shipment]] = {}
 
     def apply(self, effects: Effects) -> None:
         """Take ``effects`` into the state."""
         self.data.merge(effects)
+        for shipment in effects.shipments.values():
+            self._shipments_by_lot.setdefault(shipment.lot_id, {})[shipment.shipment_id] = shipment
         for edge in effects.edges:
             self._parents.setdefault(edge.child, []).append(edge)
             self._children.setdefault(edge.parent, []).append(edge)
@@ -406,6 +409,10 @@ class MemoryState:
             for step in self._steps_by_lot.get(lot_id, ()):
                 seen[step.index] = step
         return list(seen.values())
+
+    def shipments_of(self, lot_ids: Iterable[str]) -> list[Shipment]:
+        """Every shipment of any of ``lot_ids``."""
+        return [s for lot_id in lot_ids for s in self._shipments_by_lot.get(lot_id, {}).values()]
 
     def lots(self, lot_ids: Iterable[str]) -> list[Lot]:
         """The lots among ``lot_ids`` that exist."""
