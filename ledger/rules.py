@@ -128,11 +128,11 @@ Field = Callable[[Any, str], Any]
 """Checks a payload value (``path`` names it in errors) and returns it, normalised."""
 
 
-def _bad(path: str, expected: str, value: Any) -> RuleViolation:
+def _bad(path: str, expected: str, value: Any, rule: str = "event.payload") -> RuleViolation:
     shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    return _violation("event.payload", f"{path} must be {expected}, got {shown}")
+    return _violation(rule, f"{path} must be {expected}, got {shown}")
 
 
 def _pattern(regex: re.Pattern[str], expected: str) -> Field:
@@ -276,16 +276,16 @@ def _fields(
 
 def _coordinate(value: Any, path: str, low: int, high: int) -> float:
     if type(value) not in (int, float) or not low <= value <= high:
-        raise _bad(path, f"a number between {low} and {high}", value)
+        raise _bad(path, f"a number between {low} and {high}", value, "plot.geometry")
     exponent = Decimal(repr(value)).as_tuple().exponent
     if isinstance(exponent, int) and exponent < -7:
-        raise _bad(path, "a coordinate with at most 7 decimals", value)
+        raise _bad(path, "a coordinate with at most 7 decimals", value, "plot.geometry")
     return float(value)
 
 
 def _position(value: Any, path: str) -> list[float]:
     if type(value) is not list or len(value) != 2:
-        raise _bad(path, "a [longitude, latitude] pair", value)
+        raise _bad(path, "a [longitude, latitude] pair", value, "plot.geometry")
     return [
         _coordinate(value[0], f"{path}[0]", -180, 180),
         _coordinate(value[1], f"{path}[1]", -90, 90),

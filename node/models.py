@@ -6,7 +6,10 @@ Tables:
   * ``events``: one row per log entry: its global index, id, block and Merkle leaf bytes
     (``JCS(envelope)`` with sorted signatures, from which the envelope is rebuilt);
   * ``merkle_nodes``: the hash of every perfect subtree of the log, keyed by
-    :func:`node_key` ``(level, index)``, so any proof costs O(log n) reads.
+    :func:`node_key` ``(level, index)``, so any proof costs O(log n) reads;
+  * ``orgs``, ``members``, ``keys``, ``plots``, ``lots``, ``shipments``, ``lot_edges``,
+    ``lot_steps``, ``lot_step_lots``: the supply-chain state derived from the log
+    (``ledger.state``), written in the same transaction as the block that changed it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,23 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "BlockRow", "EventRow", "MerkleNodeRow", "MetaRow", "node_key"]
+__all__ = [
+    "Base",
+    "BlockRow",
+    "EdgeRow",
+    "EventRow",
+    "KeyRow",
+    "LotRow",
+    "MemberRow",
+    "MerkleNodeRow",
+    "MetaRow",
+    "OrgRow",
+    "PlotRow",
+    "ShipmentRow",
+    "StepLotRow",
+    "StepRow",
+    "node_key",
+]
 
 _LEVEL_BITS = 6
 
@@ -68,3 +87,122 @@ class MerkleNodeRow(Base):
 
     key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+# --- the derived supply-chain state (ledger.state), rebuilt from the log on demand ------------
+
+
+class OrgRow(Base):
+    """An organisation (``ledger.state.Org``)."""
+
+    __tablename__ = "orgs"
+
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))
+    index: Mapped[int] = mapped_column("idx", BigInteger)
+
+
+class MemberRow(Base):
+    """A member (``ledger.state.Member``)."""
+
+    __tablename__ = "members"
+
+    member_id: Mapped[str] = mapped_column(String(129), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    profile_hash: Mapped[str] = mapped_column(String(64))
+    index: Mapped[int] = mapped_column("idx", BigInteger)
+
+
+class KeyRow(Base):
+    """An event-signing key (``ledger.state.KeyRecord``); ``member_id`` NULL for governance."""
+
+    __tablename__ = "keys"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    member_id: Mapped[str | None] = mapped_column(String(129), nullable=True, index=True)
+    index: Mapped[int] = mapped_column("idx", BigInteger)
+    revoked_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class PlotRow(Base):
+    """A production plot (``ledger.state.Plot``); geometry as canonical GeoJSON."""
+
+    __tablename__ = "plots"
+
+    plot_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(129), index=True)
+    commodity: Mapped[str] = mapped_column(String(64))
+    area_ha: Mapped[str] = mapped_column(String(32))
+    geometry: Mapped[str] = mapped_column(Text)
+    index: Mapped[int] = mapped_column("idx", BigInteger)
+
+
+class LotRow(Base):
+    """A lot (``ledger.state.Lot``); quantities as decimal strings, certifications as JSON."""
+
+    __tablename__ = "lots"
+
+    lot_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    commodity: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[str] = mapped_column(String(32))
+    uom: Mapped[str] = mapped_column(String(8))
+    owner: Mapped[str] = mapped_column(String(129), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    index: Mapped[int] = mapped_column("idx", BigInteger)
+    producer: Mapped[str | None] = mapped_column(String(129), nullable=True)
+    plot_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    harvested_on: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    gtin: Mapped[str | None] = mapped_column(String(14), nullable=True)
+    shipment_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    loss: Mapped[str] = mapped_column(String(32))
+    certifications: Mapped[str] = mapped_column(Text)
+
+
+class ShipmentRow(Base):
+    """A shipment (``ledger.state.Shipment``)."""
+
+    __tablename__ = "shipments"
+
+    shipment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    lot_id: Mapped[str] = mapped_column(String(128), index=True)
+    sender: Mapped[str] = mapped_column(String(129))
+    to: Mapped[str] = mapped_column("to_party", String(129))
+    quantity: Mapped[str] = mapped_column(String(32))
+    index: Mapped[int] = mapped_column("idx", BigInteger)
+    received_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    quantity_received: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class EdgeRow(Base):
+    """Lineage: ``weight`` of lot ``parent`` went into lot ``child`` at log index ``idx``."""
+
+    __tablename__ = "lot_edges"
+
+    index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
+    parent: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+    child: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+    weight: Mapped[str] = mapped_column(String(32))
+
+
+class StepRow(Base):
+    """A lineage step (``ledger.state.LotStep``): one ``lot.*`` event that made or moved lots."""
+
+    __tablename__ = "lot_steps"
+
+    index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
+    event_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    inputs: Mapped[str] = mapped_column(Text)
+    outputs: Mapped[str] = mapped_column(Text)
+
+
+class StepLotRow(Base):
+    """Which steps touch which lot (so a lot's steps are one indexed lookup)."""
+
+    __tablename__ = "lot_step_lots"
+
+    lot_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)

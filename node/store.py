@@ -45,6 +45,9 @@ from ledger.merkle import (
     leaf_hash,
     range_nodes,
 )
+from ledger.rules import genesis_effects
+from ledger.state import Effects
+from node.ledger_state import write_effects
 from node.models import BlockRow, EventRow, MerkleNodeRow, MetaRow, node_key
 
 __all__ = ["Head", "Store", "StoredEvent", "create_store_engine", "migrate"]
@@ -196,6 +199,7 @@ class Store:
                 session.add(
                     MetaRow(key="genesis", value=canonical(genesis.document).decode("utf-8"))
                 )
+                write_effects(session, genesis_effects(genesis))
                 session.add(
                     BlockRow(
                         height=0,
@@ -385,8 +389,13 @@ class Store:
 
     # --- the append ------------------------------------------------------------------------
 
-    def append_block(self, block: Block) -> Head:
-        """Append a committed block, its events, certificate and Merkle nodes atomically.
+    def append_block(self, block: Block, effects: Effects | None = None) -> Head:
+        """Append a committed block, its events, certificate, Merkle nodes and state atomically.
+
+        Args:
+            block: the committed block (its certificate already checked by the caller).
+            effects: what the block's events change in the supply-chain state (see
+                :func:`node.ledger_state.apply_block`); written in the same transaction.
 
         Raises:
             ChainError: the block does not extend the head (height, prev, sizes, root).
@@ -441,6 +450,8 @@ class Store:
                 if events:
                     session.execute(insert(EventRow), events)
                     session.execute(insert(MerkleNodeRow), nodes)
+                if effects is not None:
+                    write_effects(session, effects)
                 self._before_commit(session)
         except SQLAlchemyError as e:
             raise StorageError(f"cannot append block {header.height}: {e}") from e

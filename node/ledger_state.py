@@ -1,0 +1,420 @@
+"""The supply-chain state in the node's database: read it, write effects, replay and compare.
+
+:class:`DatabaseState` answers the rules' point lookups (:class:`ledger.state.StateView`) and the
+tracer's bulk lookups (:class:`ledger.trace.LineageView`) with indexed queries, so neither the
+state nor a trace ever has to fit in memory. :func:`write_effects` stores what a block changed,
+inside the transaction that appends the block (see :meth:`node.store.Store.append_block`).
+
+:func:`replay_log` rebuilds the state from the log alone; :func:`check_state` compares it with
+what the database holds (by :func:`ledger.state.state_digest`), and :func:`rebuild_state`
+replaces the stored state with the replayed one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from ledger.blocks import Block
+from ledger.encoding import canonical, parse_json, parse_time
+from ledger.errors import StorageError
+from ledger.rules import StateMachine, genesis_effects, verify_event_signatures
+from ledger.state import (
+    Certification,
+    Edge,
+    Effects,
+    KeyRecord,
+    Lot,
+    LotStep,
+    Member,
+    MemoryState,
+    Org,
+    Overlay,
+    Plot,
+    Shipment,
+    edge_id,
+    state_digest,
+)
+from node.models import (
+    EdgeRow,
+    EventRow,
+    KeyRow,
+    LotRow,
+    MemberRow,
+    OrgRow,
+    PlotRow,
+    ShipmentRow,
+    StepLotRow,
+    StepRow,
+)
+
+if TYPE_CHECKING:
+    from node.store import Store
+
+__all__ = [
+    "DatabaseState",
+    "StateCheck",
+    "apply_block",
+    "check_state",
+    "rebuild_state",
+    "replay_log",
+    "write_effects",
+]
+
+_STATE_TABLES = (
+    StepLotRow,
+    StepRow,
+    EdgeRow,
+    ShipmentRow,
+    LotRow,
+    PlotRow,
+    KeyRow,
+    MemberRow,
+    OrgRow,
+)
+
+
+# --- rows ↔ entities -----------------------------------------------------------------------
+
+
+def _org(row: OrgRow) -> Org:
+    return Org(row.org_id, row.name, row.kind, row.index)
+
+
+def _member(row: MemberRow) -> Member:
+    return Member(row.member_id, row.org_id, row.role, row.profile_hash, row.index)
+
+
+def _key(row: KeyRow) -> KeyRecord:
+    return KeyRecord(row.key_id, row.public_key, row.member_id, row.index, row.revoked_index)
+
+
+def _plot(row: PlotRow) -> Plot:
+    return Plot(
+        row.plot_id, row.member_id, row.commodity, row.area_ha, parse_json(row.geometry), row.index
+    )
+
+
+def _lot(row: LotRow) -> Lot:
+    return Lot(
+        lot_id=row.lot_id,
+        commodity=row.commodity,
+        quantity=Decimal(row.quantity),
+        uom=row.uom,
+        owner=row.owner,
+        status=row.status,
+        index=row.index,
+        producer=row.producer,
+        plot_id=row.plot_id,
+        harvested_on=row.harvested_on,
+        gtin=row.gtin,
+        shipment_id=row.shipment_id,
+        loss=Decimal(row.loss),
+        certifications=tuple(Certification(**c) for c in json.loads(row.certifications)),
+    )
+
+
+def _shipment(row: ShipmentRow) -> Shipment:
+    return Shipment(
+        row.shipment_id,
+        row.lot_id,
+        row.sender,
+        row.to,
+        Decimal(row.quantity),
+        row.index,
+        row.received_index,
+        None if row.quantity_received is None else Decimal(row.quantity_received),
+    )
+
+
+def _edge(row: EdgeRow) -> Edge:
+    return Edge(row.parent, row.child, Decimal(row.weight), row.index)
+
+
+def _step(row: StepRow) -> LotStep:
+    return LotStep(
+        row.index,
+        row.event_id,
+        row.type,
+        tuple(json.loads(row.inputs)),
+        tuple(json.loads(row.outputs)),
+    )
+
+
+def _replace(session: Session, model: Any, key: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (attribute names as keys), replacing rows with the same primary key."""
+    if not rows:
+        return
+    session.execute(delete(model).where(key.in_([row[key.key] for row in rows])))
+    session.execute(insert(model), rows)
+
+
+def write_effects(session: Session, effects: Effects) -> None:
+    """Store ``effects`` in ``session`` (inside the caller's transaction).
+
+    Entity rows carry the same names as the entities' ``to_json`` forms, so those are used
+    directly; only nested values (certifications, geometry, lineage lists) become JSON text.
+    """
+    _replace(session, OrgRow, OrgRow.org_id, [o.to_json() for o in effects.orgs.values()])
+    _replace(
+        session, MemberRow, MemberRow.member_id, [m.to_json() for m in effects.members.values()]
+    )
+    _replace(
+        session,
+        KeyRow,
+        KeyRow.key_id,
+        [{**k.to_json(), "public_key": k.public_key} for k in effects.keys.values()],
+    )
+    _replace(
+        session,
+        PlotRow,
+        PlotRow.plot_id,
+        [
+            {**p.to_json(), "geometry": canonical(p.geometry).decode()}
+            for p in effects.plots.values()
+        ],
+    )
+    _replace(
+        session,
+        LotRow,
+        LotRow.lot_id,
+        [
+            {
+                **lot.to_json(),
+                "certifications": json.dumps([c.to_json() for c in lot.certifications]),
+            }
+            for lot in effects.lots.values()
+        ],
+    )
+    _replace(
+        session,
+        ShipmentRow,
+        ShipmentRow.shipment_id,
+        [s.to_json() for s in effects.shipments.values()],
+    )
+    if effects.edges:
+        session.execute(insert(EdgeRow), [e.to_json() for e in effects.edges])
+    if effects.steps:
+        session.execute(
+            insert(StepRow),
+            [
+                {
+                    **s.to_json(),
+                    "inputs": json.dumps(list(s.inputs)),
+                    "outputs": json.dumps(list(s.outputs)),
+                }
+                for s in effects.steps
+            ],
+        )
+        session.execute(
+            insert(StepLotRow),
+            [{"lot_id": lot_id, "index": s.index} for s in effects.steps for lot_id in s.lots],
+        )
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+class DatabaseState:
+    """The committed state in the database, as a ``StateView`` and a ``LineageView``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _one(self, model: Any, key: Any, value: str) -> Any:
+        try:
+            with Session(self._engine) as session:
+                return session.scalars(select(model).where(key == value)).first()
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot read {model.__tablename__}: {e}") from e
+
+    def _many(self, model: Any, key: Any, values: Iterable[str], order: Any = None) -> list[Any]:
+        wanted = list(dict.fromkeys(values))
+        if not wanted:
+            return []
+        query = select(model).where(key.in_(wanted))
+        if order is not None:
+            query = query.order_by(order)
+        try:
+            with Session(self._engine) as session:
+                return list(session.scalars(query))
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot read {model.__tablename__}: {e}") from e
+
+    def org(self, org_id: str) -> Org | None:
+        row = self._one(OrgRow, OrgRow.org_id, org_id)
+        return None if row is None else _org(row)
+
+    def member(self, member_id: str) -> Member | None:
+        row = self._one(MemberRow, MemberRow.member_id, member_id)
+        return None if row is None else _member(row)
+
+    def key(self, key_id: str) -> KeyRecord | None:
+        row = self._one(KeyRow, KeyRow.key_id, key_id)
+        return None if row is None else _key(row)
+
+    def plot(self, plot_id: str) -> Plot | None:
+        row = self._one(PlotRow, PlotRow.plot_id, plot_id)
+        return None if row is None else _plot(row)
+
+    def lot(self, lot_id: str) -> Lot | None:
+        row = self._one(LotRow, LotRow.lot_id, lot_id)
+        return None if row is None else _lot(row)
+
+    def shipment(self, shipment_id: str) -> Shipment | None:
+        row = self._one(ShipmentRow, ShipmentRow.shipment_id, shipment_id)
+        return None if row is None else _shipment(row)
+
+    def event_index(self, event_id: str) -> int | None:
+        try:
+            key = bytes.fromhex(event_id)
+        except ValueError:
+            return None
+        try:
+            with Session(self._engine) as session:
+                found = session.scalar(select(EventRow.index).where(EventRow.event_id == key))
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot read events: {e}") from e
+        return None if found is None else int(found)
+
+    def parent_edges(self, lot_ids: Iterable[str]) -> list[Edge]:
+        return [_edge(r) for r in self._many(EdgeRow, EdgeRow.child, lot_ids, EdgeRow.index)]
+
+    def child_edges(self, lot_ids: Iterable[str]) -> list[Edge]:
+        return [_edge(r) for r in self._many(EdgeRow, EdgeRow.parent, lot_ids, EdgeRow.index)]
+
+    def steps_of(self, lot_ids: Iterable[str]) -> list[LotStep]:
+        wanted = list(dict.fromkeys(lot_ids))
+        if not wanted:
+            return []
+        query = (
+            select(StepRow)
+            .where(
+                StepRow.index.in_(
+                    select(StepLotRow.index).where(StepLotRow.lot_id.in_(wanted)).scalar_subquery()
+                )
+            )
+            .order_by(StepRow.index)
+        )
+        try:
+            with Session(self._engine) as session:
+                return [_step(row) for row in session.scalars(query)]
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot read lot steps: {e}") from e
+
+    def lots(self, lot_ids: Iterable[str]) -> list[Lot]:
+        return [_lot(row) for row in self._many(LotRow, LotRow.lot_id, lot_ids)]
+
+    def shipments_of(self, lot_ids: Iterable[str]) -> list[Shipment]:
+        return [_shipment(r) for r in self._many(ShipmentRow, ShipmentRow.lot_id, lot_ids)]
+
+    def entities(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Every entity in :func:`ledger.state.state_digest` order, streamed from the tables."""
+        tables: tuple[tuple[str, Any, Any, Any], ...] = (
+            ("org", OrgRow, OrgRow.org_id, _org),
+            ("member", MemberRow, MemberRow.member_id, _member),
+            ("key", KeyRow, KeyRow.key_id, _key),
+            ("plot", PlotRow, PlotRow.plot_id, _plot),
+            ("lot", LotRow, LotRow.lot_id, _lot),
+            ("shipment", ShipmentRow, ShipmentRow.shipment_id, _shipment),
+        )
+        with Session(self._engine) as session:
+            for kind, model, key, convert in tables:
+                # Sorted here, not by the database: SQL collations need not be Python's order.
+                rows = sorted(session.scalars(select(model)), key=lambda r: getattr(r, key.key))
+                for row in rows:
+                    yield kind, getattr(row, key.key), convert(row).to_json()
+            edges = sorted((_edge(r) for r in session.scalars(select(EdgeRow))), key=edge_id)
+            for edge in edges:
+                yield "edge", edge_id(edge), edge.to_json()
+
+
+# --- applying blocks -------------------------------------------------------------------------
+
+
+def apply_block(store: Store, block: Block) -> Effects:
+    """Check a block's events (signatures and rules) and append it with its state changes.
+
+    The block's certificate is the caller's to check (consensus, or a ``ChainVerifier`` during
+    catch-up); here every event is checked against the committed state and the earlier events
+    of the block, and the block, its events and the state it implies are written atomically.
+
+    Raises:
+        RuleViolation: an event breaks the rules (nothing is written).
+        SignatureError: an event signature does not verify (nothing is written).
+        ChainError: the block does not extend the head.
+        StorageError: the database refused the write.
+    """
+    overlay = Overlay(DatabaseState(store.engine))
+    machine = StateMachine(store.genesis, overlay)
+    index = store.head().tree_size
+    block_time = parse_time(block.header.time)
+    for offset, envelope in enumerate(block.events):
+        verify_event_signatures(overlay, envelope)
+        machine.apply(envelope, index + offset, block_time)
+    store.append_block(block, overlay.pending)
+    return overlay.pending
+
+
+# --- replay, check, rebuild ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StateCheck:
+    """The stored state's digest against the digest of the state replayed from the log."""
+
+    stored: str
+    replayed: str
+
+    @property
+    def ok(self) -> bool:
+        """True when the stored state is exactly what the log implies."""
+        return self.stored == self.replayed
+
+
+def replay_log(store: Store) -> MemoryState:
+    """The state the store's log implies, rebuilt in memory from genesis.
+
+    Raises:
+        RuleViolation: a stored event breaks the rules (the log itself is corrupt).
+    """
+    memory = MemoryState()
+    memory.apply(genesis_effects(store.genesis))
+    machine = StateMachine(store.genesis, memory)
+    for block in store.blocks(1, store.head().height):
+        index = block.header.tree_size - len(block.events)
+        block_time = parse_time(block.header.time)
+        for offset, envelope in enumerate(block.events):
+            machine.apply(envelope, index + offset, block_time)
+    return memory
+
+
+def check_state(store: Store) -> StateCheck:
+    """Compare the stored state with a replay of the log."""
+    stored = state_digest(DatabaseState(store.engine).entities())
+    replayed = state_digest(replay_log(store).entities())
+    return StateCheck(stored, replayed)
+
+
+def rebuild_state(store: Store) -> StateCheck:
+    """Replace the stored state with the replay of the log, in one transaction.
+
+    Raises:
+        StorageError: the database refused the rewrite (the old state stays).
+    """
+    memory = replay_log(store)
+    try:
+        with Session(store.engine) as session, session.begin():
+            for model in _STATE_TABLES:
+                session.execute(delete(model))
+            write_effects(session, memory.data)
+    except SQLAlchemyError as e:
+        raise StorageError(f"cannot rebuild the state: {e}") from e
+    return check_state(store)
