@@ -37,11 +37,13 @@ plot.commodity         the plot grows another commodity
 plot.geometry          the geometry is not a valid Point or closed Polygon, or a plot above
                        4 ha has no Polygon
 lot.exists             a lot id is taken (lot ids are unique network-wide)
+lot.harvest-date       a harvest date after the day the event was created
 lot.unknown            the lot does not exist
 lot.not-active         the lot is consumed or in transit (no double spend)
 lot.quantity           a quantity is too large for what the lot holds, or overflows
 lot.mixed              merged or transformed inputs differ in commodity, unit or holder
 party.unknown          a party (organisation or member) is not registered
+shipment.to-holder     the lot would be shipped to the party that already holds it
 shipment.exists        the shipment id is taken
 shipment.unknown       the lot is not in transit under this shipment id
 =====================  =====================================================================
@@ -635,6 +637,12 @@ def _lot_create(
         raise _violation(
             "member.role", f"{producer.member_id} is a {producer.role}, not a producer"
         )
+    if p["harvested_on"] > envelope.created_at.date().isoformat():
+        raise _violation(
+            "lot.harvest-date",
+            f"harvested_on {p['harvested_on']} is after the event was created "
+            f"({envelope.created_at.date().isoformat()})",
+        )
     plot_id = p.get("plot_id")
     if plot_id is not None:
         plot = view.plot(plot_id)
@@ -796,7 +804,7 @@ def _lot_ship(
     if not _party_exists(view, p["to"]):
         raise _violation("party.unknown", f"party {p['to']} is not registered")
     if p["to"] == lot.owner:
-        raise _violation("party.unknown", f"lot {lot.lot_id} is already held by {p['to']}")
+        raise _violation("shipment.to-holder", f"lot {lot.lot_id} is already held by {p['to']}")
     if view.shipment(p["shipment_id"]) is not None:
         raise _violation("shipment.exists", f"shipment {p['shipment_id']} already exists")
     effects = Effects()
@@ -826,7 +834,9 @@ def _lot_receive(
         )
     to = shipment.to
     if "/" in to:
-        signers.all(lambda m: m.member_id == to, f"lot.receive for {to}")
+        # As for holding (DESIGN.md §3): a member receives for itself, and an admin or clerk
+        # of its organisation may record the receipt for a member without a phone.
+        signers.all(lambda m: _may_hold_for(m, to), f"lot.receive for {to}")
     else:
         signers.all(
             lambda m: m.org_id == to and m.role in ("admin", "clerk", "buyer"),

@@ -37,6 +37,7 @@ __all__ = [
     "StateView",
     "edge_id",
     "state_digest",
+    "step_id",
 ]
 
 
@@ -228,7 +229,13 @@ class Shipment:
 
 @dataclass(frozen=True, slots=True)
 class Edge:
-    """Lineage: ``weight`` of ``parent`` went into ``child`` at log index ``index``."""
+    """Lineage: ``child`` was made from ``parent`` at log index ``index``.
+
+    ``weight`` is how much of ``parent`` went into the making: the quantity split off, merged
+    in, or taken by a transform. It weighs ``parent``'s composition in ``child``'s; a transform
+    with several outputs gives each output an edge with the whole quantity taken (all its
+    outputs share one mix), so outgoing weights do not add up to quantities moved.
+    """
 
     parent: str
     child: str
@@ -429,6 +436,7 @@ class MemoryState:
             "lot": data.lots,
             "shipment": data.shipments,
             "edge": {edge_id(e): e for e in data.edges},
+            "step": {step_id(s): s for s in data.steps},
         }
         for kind in DIGEST_KINDS:
             table = tables[kind]
@@ -436,13 +444,18 @@ class MemoryState:
                 yield kind, identifier, table[identifier].to_json()
 
 
-DIGEST_KINDS = ("org", "member", "key", "plot", "lot", "shipment", "edge")
+DIGEST_KINDS = ("org", "member", "key", "plot", "lot", "shipment", "edge", "step")
 """The order of entity kinds in :func:`state_digest`."""
 
 
 def edge_id(edge: Edge) -> str:
     """A lineage edge's identifier in :func:`state_digest` (log index first, zero-padded)."""
     return f"{edge.index:016d}/{edge.parent}/{edge.child}"
+
+
+def step_id(step: LotStep) -> str:
+    """A lineage step's identifier in :func:`state_digest` (its zero-padded log index)."""
+    return f"{step.index:016d}"
 
 
 def state_digest(entities: Iterable[tuple[str, str, dict[str, Any]]]) -> str:

@@ -41,6 +41,7 @@ from ledger.state import (
     Shipment,
     edge_id,
     state_digest,
+    step_id,
 )
 from node.models import (
     EdgeRow,
@@ -334,6 +335,9 @@ class DatabaseState:
             edges = sorted((_edge(r) for r in session.scalars(select(EdgeRow))), key=edge_id)
             for edge in edges:
                 yield "edge", edge_id(edge), edge.to_json()
+            steps = sorted((_step(r) for r in session.scalars(select(StepRow))), key=step_id)
+            for step in steps:
+                yield "step", step_id(step), step.to_json()
 
 
 # --- applying blocks -------------------------------------------------------------------------

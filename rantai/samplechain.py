@@ -29,7 +29,10 @@ from ledger.events import Envelope, sign_event
 from ledger.keys import key_id, public_key_bytes
 from ledger.merkle import CompactRange, leaf_hash
 
-__all__ = ["SampleNetwork", "derive_key", "sample_network"]
+__all__ = ["LINEAGE_FINAL_LOT", "SampleNetwork", "derive_key", "sample_network"]
+
+LINEAGE_FINAL_LOT = "LIN-FINAL"
+"""The last lot of :meth:`SampleNetwork.lineage`."""
 
 
 def derive_key(seed: bytes, label: str) -> Ed25519PrivateKey:
@@ -107,12 +110,19 @@ class SampleNetwork:
         return Block(header, tuple(events), CommitCertificate(round_, sigs))
 
     def chain(
-        self, blocks: int, events_per_block: int, *, start: _dt.datetime | None = None
+        self,
+        blocks: int,
+        events_per_block: int,
+        *,
+        start: _dt.datetime | None = None,
+        lineage_depth: int = 0,
     ) -> Iterator[Block]:
         """The genesis block, then ``blocks`` certified blocks of signed events.
 
         Block 1 registers an organisation and a producer; later blocks are harvests
-        (``lot.create``) signed by the producer.
+        (``lot.create``) signed by the producer. With ``lineage_depth`` d, the last block also
+        holds a lineage d generations deep (see :meth:`lineage`) whose final lot is
+        :data:`LINEAGE_FINAL_LOT`.
         """
         moment = start or _dt.datetime(2026, 11, 29, 3, 0, tzinfo=_dt.UTC)
         header = genesis_header(self.genesis)
@@ -171,9 +181,41 @@ class SampleNetwork:
                         time,
                     )
                 )
+            if lineage_depth and len(events) and header.height + 1 == blocks:
+                harvested = [f"LOT-{n:08d}" for n in range(serial - lineage_depth, serial + 1)]
+                events.extend(self.lineage(harvested, lineage_depth, time))
             block = self.commit(header, log, events, time)
             header = block.header
             yield block
+
+    def lineage(self, harvested: list[str], depth: int, time: str) -> list[Envelope]:
+        """Events that make a lot ``depth`` generations from the harvest lots ``harvested``.
+
+        Generations cycle through merge (with one more harvest lot), split and transform, so a
+        backward trace of :data:`LINEAGE_FINAL_LOT` walks ``depth`` hops and reaches
+        ``depth // 3 + 2`` origins. Needs ``depth + 1`` unused harvest lots of the producer.
+        """
+        producer = [self.key("producer")]
+        current, fresh = harvested[0], iter(harvested[1:])
+        events = []
+        for generation in range(1, depth + 1):
+            made = LINEAGE_FINAL_LOT if generation == depth else f"LIN-{generation:02d}"
+            kind = ("lot.merge", "lot.split", "lot.transform")[(generation - 1) % 3]
+            if kind == "lot.merge":
+                payload: dict[str, Any] = {"inputs": [current, next(fresh)], "lot_id": made}
+            elif kind == "lot.split":
+                payload = {"lot_id": current, "outputs": [{"lot_id": made, "quantity": "5"}]}
+            else:
+                payload = {
+                    "inputs": [{"lot_id": current, "quantity": "5"}],
+                    "outputs": [
+                        {"lot_id": made, "commodity": "coffee", "quantity": "4", "uom": "kg"}
+                    ],
+                    "process": "hulling",
+                }
+            events.append(self.event(kind, payload, producer, f"lineage-{generation}", time))
+            current = made
+        return events
 
 
 def sample_network(
