@@ -24,6 +24,8 @@ from ledger.errors import ChainError, LedgerError
 from ledger.keys import key_id, public_key_bytes
 from ledger.verifier import check_export
 from node.keystore import generate_key, save_key
+from node.ledger_state import check_state, rebuild_state
+from node.store import Store
 
 __all__ = ["main"]
 
@@ -234,3 +236,58 @@ def demo(directory: Path, nodes: int, blocks: int, events_per_block: int) -> Non
         run_demo(directory, nodes=nodes, blocks=blocks, events_per_block=events_per_block)
     except LedgerError as e:
         raise InputProblem(str(e)) from e
+
+
+@cli.group()
+def state() -> None:
+    """Check or rebuild a node's supply-chain state against its own log."""
+
+
+def _open_store(url: str) -> Store:
+    try:
+        store = Store.open(url)
+        store.head()
+    except LedgerError as e:
+        raise InputProblem(f"cannot open the ledger at {url}: {e}") from e
+    return store
+
+
+@state.command("check")
+@click.option("--db", "url", required=True, help="The node's database URL.")
+def state_check(url: str) -> None:
+    """Replay the log and compare the result with the stored state.
+
+    Exits 0 when they are identical, 1 when the stored state differs (see `state rebuild`).
+
+    \b
+    Example:
+      rantai state check --db sqlite:///demo-network/node-1.db
+    """
+    store = _open_store(url)
+    try:
+        result = check_state(store)
+    finally:
+        store.close()
+    click.echo(f"stored   {result.stored}")
+    click.echo(f"replayed {result.replayed}")
+    if not result.ok:
+        click.echo("FAULT: the stored state is not what the log implies", err=True)
+        sys.exit(EXIT_FAULT)
+    click.echo("OK: the stored state is exactly what the log implies")
+
+
+@state.command("rebuild")
+@click.option("--db", "url", required=True, help="The node's database URL.")
+def state_rebuild(url: str) -> None:
+    """Replace the stored state with a replay of the log (one transaction).
+
+    \b
+    Example:
+      rantai state rebuild --db sqlite:///demo-network/node-1.db
+    """
+    store = _open_store(url)
+    try:
+        result = rebuild_state(store)
+    finally:
+        store.close()
+    click.echo(f"rebuilt: state digest {result.stored}")
