@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -123,3 +124,31 @@ def test_demo_builds_exports_and_proves(tmp_path: Path) -> None:
         ],
     )
     assert verify.exit_code == 0, verify.output
+
+
+def test_state_check_catches_a_tampered_state_and_rebuild_repairs_it(tmp_path: Path) -> None:
+    demo = subprocess.run(
+        [sys.executable, "-m", "rantai", "demo", "--dir", str(tmp_path), "--blocks", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stderr
+    url = f"sqlite:///{tmp_path / 'node-1.db'}"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["state", "check", "--db", url]).exit_code == 0
+    with sqlite3.connect(tmp_path / "node-1.db") as connection:
+        connection.execute("UPDATE lots SET owner = 'koperasi-kopi' WHERE lot_id = 'LIN-FINAL'")
+    tampered = runner.invoke(cli, ["state", "check", "--db", url])
+    assert tampered.exit_code == EXIT_FAULT
+    assert "not what the log implies" in tampered.output
+    assert runner.invoke(cli, ["state", "rebuild", "--db", url]).exit_code == 0
+    assert runner.invoke(cli, ["state", "check", "--db", url]).exit_code == 0
+
+
+def test_state_check_on_a_missing_ledger(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = CliRunner().invoke(cli, ["state", "check", "--db", url])
+    assert result.exit_code == EXIT_USAGE
+    assert "no genesis" in result.output
