@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,13 +29,15 @@ from ledger.encoding import (
     parse_time,
     require_fields,
 )
-from ledger.errors import EncodingError, SignatureError
+from ledger.errors import ConsensusError, EncodingError, SignatureError
 from ledger.events import MAX_SIGNATURES, Envelope, parse_envelope
 from ledger.keys import (
     VOTE_PREFIX,
+    SignatureJob,
     key_id,
     public_key_bytes,
     sign,
+    verify_job,
 )
 
 __all__ = [
@@ -48,14 +50,17 @@ __all__ = [
     "GenesisDocument",
     "Validator",
     "VoteSignature",
+    "certificate_jobs",
     "export_lines",
     "genesis_header",
     "parse_block",
     "parse_certificate",
     "parse_genesis",
     "parse_header",
+    "proposal_bytes",
     "quorum",
     "sign_vote",
+    "verify_certificate",
     "vote_bytes",
 ]
 
@@ -214,6 +219,11 @@ class BlockHeader:
     tree_root: str
     genesis: str | None = None
     v: int = 1
+    _hash: str = field(init=False, repr=False, compare=False, default="")
+
+    def __post_init__(self) -> None:
+        # Computed once: consensus and the verifier ask for a block's hash many times.
+        object.__setattr__(self, "_hash", hashlib.sha256(self.canonical_bytes).hexdigest())
 
     def to_json(self) -> dict[str, Any]:
         """The header as a JSON object (the ``genesis`` field only at height 0)."""
@@ -240,7 +250,7 @@ class BlockHeader:
     @property
     def block_hash(self) -> str:
         """``sha256(JCS(header))`` in hex."""
-        return hashlib.sha256(self.canonical_bytes).hexdigest()
+        return self._hash
 
 
 _HEADER_FIELDS = frozenset(
@@ -322,6 +332,25 @@ def vote_bytes(network: str, height: int, round_: int, vote_type: str, block_has
     )
 
 
+def proposal_bytes(
+    network: str, height: int, round_: int, pol_round: int, block_hash: str
+) -> bytes:
+    """``JCS({network, height, round, pol_round, block_hash})``: what a proposal signs.
+
+    ``pol_round`` is the round in which the proposed block got a quorum of prevotes when it
+    is proposed again (Tendermint's *valid round*), else ``-1``.
+    """
+    return canonical(
+        {
+            "network": network,
+            "height": height,
+            "round": round_,
+            "pol_round": pol_round,
+            "block_hash": block_hash,
+        }
+    )
+
+
 def sign_vote(
     private_key: Ed25519PrivateKey,
     network: str,
@@ -382,6 +411,58 @@ def parse_certificate(value: Any) -> CommitCertificate:
         parse_hex(item["node"], 32, f"commit.sigs[{position}].node")
         sigs.append(VoteSignature(item["node"], parse_hex(item["sig"], 64, "commit sig")))
     return CommitCertificate(round_, tuple(sigs))
+
+
+def certificate_jobs(
+    certificate: CommitCertificate,
+    network: str,
+    height: int,
+    block_hash: str,
+    validators: Mapping[str, bytes],
+) -> list[tuple[str, SignatureJob]]:
+    """The signature checks a commit certificate needs, after checking its structure.
+
+    Returns:
+        ``(validator key id, job)`` per vote; every job must verify (see ``verify_jobs``).
+
+    Raises:
+        ConsensusError: a vote by a non-validator, a validator voting twice, or fewer
+            votes than a quorum.
+    """
+    message = VOTE_PREFIX + vote_bytes(network, height, certificate.round, "precommit", block_hash)
+    jobs: list[tuple[str, SignatureJob]] = []
+    signers: set[str] = set()
+    for vote in certificate.sigs:
+        public_key = validators.get(vote.node)
+        if public_key is None:
+            raise ConsensusError(f"commit vote by {vote.node}, which is not a validator")
+        if vote.node in signers:
+            raise ConsensusError(f"validator {vote.node} voted twice in the commit")
+        signers.add(vote.node)
+        jobs.append((vote.node, (public_key, message, vote.sig)))
+    needed = quorum(len(validators))
+    if len(signers) < needed:
+        raise ConsensusError(
+            f"commit has {len(signers)} votes, a quorum is {needed} of {len(validators)}"
+        )
+    return jobs
+
+
+def verify_certificate(
+    certificate: CommitCertificate,
+    network: str,
+    height: int,
+    block_hash: str,
+    validators: Mapping[str, bytes],
+) -> None:
+    """Check a commit certificate completely, in-line.
+
+    Raises:
+        ConsensusError: naming what is wrong.
+    """
+    for node, job in certificate_jobs(certificate, network, height, block_hash, validators):
+        if not verify_job(job):
+            raise ConsensusError(f"commit vote by {node} does not verify")
 
 
 # --- blocks --------------------------------------------------------------------------------

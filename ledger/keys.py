@@ -24,6 +24,7 @@ from ledger.errors import EncodingError, SignatureError
 
 __all__ = [
     "EVENT_PREFIX",
+    "PROPOSAL_PREFIX",
     "VOTE_PREFIX",
     "SignatureCheck",
     "SignatureJob",
@@ -41,6 +42,7 @@ __all__ = [
 
 EVENT_PREFIX = b"rantai-event-v1\n"
 VOTE_PREFIX = b"rantai-vote-v1\n"
+PROPOSAL_PREFIX = b"rantai-proposal-v1\n"
 
 
 def key_id(public_key: bytes) -> str:

@@ -29,16 +29,16 @@ from ledger.blocks import (
     BlockEventError,
     BlockHeader,
     GenesisDocument,
+    certificate_jobs,
     genesis_header,
     parse_block,
     parse_genesis,
-    vote_bytes,
 )
 from ledger.encoding import parse_time
-from ledger.errors import ChainError, EncodingError, LedgerError, RuleViolation
+from ledger.errors import ChainError, ConsensusError, EncodingError, LedgerError, RuleViolation
 from ledger.events import MAX_EVENT_CLOCK_SKEW
 from ledger.keyring import EventAuthority, KeyRing
-from ledger.keys import VOTE_PREFIX, SignatureJob, verify_jobs
+from ledger.keys import SignatureJob, verify_jobs
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.rules import StateMachine
 
@@ -266,26 +266,14 @@ class ChainVerifier:
         commit = block.commit
         if commit is None:
             self._fail("block has no commit certificate", height)
-        message = VOTE_PREFIX + vote_bytes(
-            self._genesis.network, height, commit.round, "precommit", block_hash
-        )
-        signers: set[str] = set()
-        for vote in commit.sigs:
-            public_key = self._validators.get(vote.node)
-            if public_key is None:
-                self._fail(f"commit vote by {vote.node}, which is not a validator", height)
-            if vote.node in signers:
-                self._fail(f"validator {vote.node} voted twice in the commit", height)
-            signers.add(vote.node)
-            self._queue(
-                (public_key, message, vote.sig), (height, None, None, f"commit vote by {vote.node}")
+        try:
+            jobs = certificate_jobs(
+                commit, self._genesis.network, height, block_hash, self._validators
             )
-        if len(signers) < self._genesis.quorum:
-            self._fail(
-                f"commit has {len(signers)} votes, a quorum is {self._genesis.quorum} "
-                f"of {len(self._validators)}",
-                height,
-            )
+        except ConsensusError as e:
+            self._fail(str(e), height)
+        for node, job in jobs:
+            self._queue(job, (height, None, None, f"commit vote by {node}"))
 
     def _check_events(self, block: Block) -> None:
         header = block.header

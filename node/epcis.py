@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import functools
 import math
 import re
 import threading
@@ -111,6 +112,7 @@ _HARVEST_END = _CBVMDA + "harvestEndDate"
 _COMMODITY = RANTAI_NAMESPACE + "commodity"
 _PLOT = RANTAI_NAMESPACE + "plotID"
 _PROCESS = RANTAI_NAMESPACE + "process"
+_DECLARE = f'; Rantai fields need the prefix declared: {{"rantai": "{RANTAI_NAMESPACE}"}}'
 
 # CBV 2.0 vocabularies (the bare words the EPCIS JSON schema enumerates).
 _BIZ_STEPS = frozenset(
@@ -498,6 +500,8 @@ def _context_prefixes(context: Any, where: str = "@context") -> dict[str, str]:
                         f"redefines the protected EPCIS prefix {name} "
                         f"(which is {_STANDARD_PREFIXES[name]})",
                     )
+                if name not in _STANDARD_PREFIXES and name in _epcis_terms():
+                    raise EpcisError(f"{path}.{name}", "redefines a protected EPCIS term")
                 prefixes[name] = iri
         else:
             raise EpcisError(path, "must be a context URL or an object of prefix definitions")
@@ -507,10 +511,15 @@ def _context_prefixes(context: Any, where: str = "@context") -> dict[str, str]:
 
 
 _package_loader = file_document_loader.file_document_loader()
+_loaded_contexts: dict[str, Any] = {}
 
 
 def _offline_document_loader(url: str, options: Any = None) -> dict[str, Any]:
-    """A pyld document loader that serves the shipped EPCIS contexts and refuses everything else."""
+    """A pyld document loader that serves the shipped EPCIS contexts and refuses everything else.
+
+    Each context file is read once (through the package's own loader, which never goes to the
+    network for these URLs) and handed out as a fresh copy.
+    """
     target = _CONTEXT_COPIES.get(url) if type(url) is str else None
     if target is None:
         raise jsonld.JsonLdError(
@@ -518,12 +527,25 @@ def _offline_document_loader(url: str, options: Any = None) -> dict[str, Any]:
             "jsonld.LoadDocumentError",
             code="loading document failed",
         )
-    document: dict[str, Any] = dict(_package_loader(target))
-    document["documentUrl"] = url
-    return document
+    if target not in _loaded_contexts:
+        _loaded_contexts[target] = _package_loader(target)["document"]
+    return {
+        "contentType": "application/ld+json",
+        "contextUrl": None,
+        "documentUrl": url,
+        "document": copy.deepcopy(_loaded_contexts[target]),
+    }
 
 
 _HASH_LOCK = threading.Lock()
+
+
+@functools.cache
+def _epcis_terms() -> frozenset[str]:
+    """The terms of the EPCIS 2.0 context (all @protected: a document may not redefine them)."""
+    with _HASH_LOCK:
+        context = _offline_document_loader(EPCIS_CONTEXT)["document"]["@context"]
+    return frozenset(context)
 
 
 def _prehash(event: Mapping[str, Any], context: Any) -> str:
@@ -1309,7 +1331,7 @@ class _EventReader:
         return ilmd
 
     def ilmd_text(
-        self, ilmd: Mapping[str, Any], iri: str, name: str, pattern: re.Pattern[str], expected: str
+        self, ilmd: Mapping[str, Any], iri: str, pattern: re.Pattern[str], expected: str
     ) -> str | None:
         found = self.lookup(ilmd, iri, ".ilmd")
         if found is None:
@@ -1348,11 +1370,9 @@ def _lot_create(reader: _EventReader) -> tuple[dict[str, Any], list[LotReference
             f"the owning party must be a producer member <org>/<local>, not {producer}",
         )
     ilmd = reader.ilmd()
-    commodity = reader.ilmd_text(
-        ilmd, _COMMODITY, "commodity", COMMODITY, "a commodity like 'coffee'"
-    )
+    commodity = reader.ilmd_text(ilmd, _COMMODITY, COMMODITY, "a commodity like 'coffee'")
     if commodity is None:
-        raise reader.error(".ilmd.rantai:commodity", "is missing (the lot's commodity)")
+        raise reader.error(".ilmd.rantai:commodity", f"is missing (the lot's commodity){_DECLARE}")
     payload: dict[str, Any] = {
         "lot_id": lot.lot_id,
         "commodity": commodity,
@@ -1361,7 +1381,7 @@ def _lot_create(reader: _EventReader) -> tuple[dict[str, Any], list[LotReference
         "producer": producer,
         "harvested_on": reader.harvest_date(ilmd),
     }
-    plot_id = reader.ilmd_text(ilmd, _PLOT, "plotID", OBJECT_ID, "a plot id")
+    plot_id = reader.ilmd_text(ilmd, _PLOT, OBJECT_ID, "a plot id")
     if plot_id is not None:
         payload["plot_id"] = plot_id
     if lot.gtin is not None:
@@ -1416,7 +1436,8 @@ def _lot_transform(reader: _EventReader) -> tuple[dict[str, Any], list[LotRefere
     found = reader.lookup(ilmd, _COMMODITY, ".ilmd")
     if found is None:
         raise reader.error(
-            ".ilmd.rantai:commodity", "is missing (the outputs' commodity, or one per output)"
+            ".ilmd.rantai:commodity",
+            f"is missing (the outputs' commodity, or one per output){_DECLARE}",
         )
     key, value = found
     commodities = value if type(value) is list else [value] * len(outputs)
@@ -1445,7 +1466,8 @@ def _process(reader: _EventReader) -> str:
         value, where = reader.biz_step(), ".bizStep"
     else:
         raise reader.error(
-            ".rantai:process", "is missing (or a transformationID or a bizStep to name the process)"
+            ".rantai:process",
+            f"is missing (or a transformationID or a bizStep to name the process){_DECLARE}",
         )
     if (
         type(value) is not str

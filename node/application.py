@@ -1,0 +1,274 @@
+"""The application under consensus: the mempool, building blocks, validating them, committing.
+
+:class:`LedgerApplication` is the :class:`node.consensus.BlockSource` of a validator. It keeps
+the events waiting for a block (admitted only if their signatures verify and the rules accept
+them after the committed state and the events admitted before them), builds a block from them
+when this validator proposes, checks every block proposed to it exactly as the chain verifier
+would (header fields, log root, signatures, rules), and commits decided blocks through a
+:class:`CommittedLedger`: in memory for the simulator, or the node's database.
+
+It reads no clock of its own: the wall clock is injected (block times come from it).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ledger.blocks import Block, BlockHeader, CommitCertificate, GenesisDocument, genesis_header
+from ledger.encoding import format_time, parse_time
+from ledger.errors import ChainError, LedgerError, RuleViolation
+from ledger.events import Envelope
+from ledger.merkle import CompactRange, leaf_hash
+from ledger.rules import StateMachine, genesis_effects, verify_event_signatures
+from ledger.state import Effects, MemoryState, Overlay, StateView
+
+__all__ = [
+    "MAX_BLOCK_TIME_AHEAD",
+    "Admission",
+    "CommittedLedger",
+    "LedgerApplication",
+    "MemoryLedger",
+]
+
+_MAX_VERIFIED_CACHE = 200_000
+MAX_BLOCK_TIME_AHEAD = _dt.timedelta(minutes=5)
+"""How far a proposed block's time may be ahead of a validator's own clock."""
+
+
+class CommittedLedger(Protocol):
+    """Where decided blocks go, and the committed state they leave behind."""
+
+    @property
+    def head(self) -> BlockHeader:
+        """The newest committed block's header."""
+        ...
+
+    @property
+    def log(self) -> CompactRange:
+        """The Merkle log up to the head (do not mutate)."""
+        ...
+
+    @property
+    def state(self) -> StateView:
+        """The committed supply-chain state."""
+        ...
+
+    def commit(self, block: Block, effects: Effects) -> None:
+        """Store ``block`` (with its certificate) and ``effects`` atomically."""
+        ...
+
+
+class MemoryLedger:
+    """A :class:`CommittedLedger` in memory: the blocks, the log and a :class:`MemoryState`."""
+
+    def __init__(self, genesis: GenesisDocument) -> None:
+        self.blocks: list[Block] = [Block(genesis_header(genesis), (), None)]
+        self._log = CompactRange()
+        self._state = MemoryState()
+        self._state.apply(genesis_effects(genesis))
+
+    @property
+    def head(self) -> BlockHeader:
+        return self.blocks[-1].header
+
+    @property
+    def log(self) -> CompactRange:
+        return self._log
+
+    @property
+    def state(self) -> MemoryState:
+        return self._state
+
+    def commit(self, block: Block, effects: Effects) -> None:
+        for envelope in block.events:
+            self._log.append(leaf_hash(envelope.leaf))
+        self._state.apply(effects)
+        self.blocks.append(block)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What became of a submitted event."""
+
+    event_id: str
+    status: str
+    """``pending`` (admitted now or before) or ``committed`` (already in the log)."""
+
+
+class LedgerApplication:
+    """Mempool, block building and validation for one validator.
+
+    Args:
+        genesis: the network.
+        ledger: the committed blocks and state.
+        proposer_id: this validator's key id (the ``proposer`` of blocks it builds).
+        wall_clock: the current UTC time (injected; the simulator passes its own).
+        max_block_events: the most events one block takes.
+    """
+
+    def __init__(
+        self,
+        genesis: GenesisDocument,
+        ledger: CommittedLedger,
+        proposer_id: str,
+        wall_clock: Callable[[], _dt.datetime],
+        max_block_events: int = 2000,
+    ) -> None:
+        self._genesis = genesis
+        self.ledger = ledger
+        self._proposer_id = proposer_id
+        self._clock = wall_clock
+        self._max_events = max_block_events
+        self._pending: OrderedDict[str, Envelope] = OrderedDict()
+        self._overlay = Overlay(ledger.state)
+        self._verified: set[str] = set()
+
+    # --- the mempool ---------------------------------------------------------------------
+
+    @property
+    def pending_count(self) -> int:
+        """Events admitted and not yet committed."""
+        return len(self._pending)
+
+    def has_pending(self) -> bool:
+        """Are there events waiting for a block?"""
+        return bool(self._pending)
+
+    def is_pending(self, event_id: str) -> bool:
+        """Is this event admitted and waiting?"""
+        return event_id in self._pending
+
+    def submit(self, envelope: Envelope) -> Admission:
+        """Admit an event to the mempool after checking signatures and rules.
+
+        An event already pending or committed is accepted again without a second copy.
+
+        Raises:
+            RuleViolation: the rules refuse it after the committed state and pending events.
+            SignatureError: a signature does not verify.
+        """
+        event_id = envelope.event_id
+        if event_id in self._pending:
+            return Admission(event_id, "pending")
+        if self.ledger.state.event_index(event_id) is not None:
+            return Admission(event_id, "committed")
+        self._check_signatures(envelope, self._overlay)
+        machine = StateMachine(self._genesis, self._overlay)
+        machine.apply(envelope, self.ledger.log.size + len(self._pending), self._now())
+        self._pending[event_id] = envelope
+        return Admission(event_id, "pending")
+
+    def _check_signatures(self, envelope: Envelope, view: StateView) -> None:
+        """Verify the signatures once per event (the rules recheck who signed every time).
+
+        A key id is the hash of its public key, so a signature that verified once verifies
+        again; whether its key is registered and unrevoked depends on ``view`` and is what
+        the rules check on every application.
+        """
+        if envelope.event_id not in self._verified:
+            verify_event_signatures(view, envelope)
+            self._verified.add(envelope.event_id)
+
+    def _now(self) -> _dt.datetime:
+        moment = self._clock().astimezone(_dt.UTC)
+        return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+    # --- blocks --------------------------------------------------------------------------
+
+    def build_block(self, height: int, round_: int) -> Block:
+        """A block of up to ``max_block_events`` pending events that are still valid."""
+        head = self.ledger.head
+        block_time = max(self._now(), parse_time(head.time))
+        overlay = Overlay(self.ledger.state)
+        machine = StateMachine(self._genesis, overlay)
+        log = self.ledger.log.copy()
+        chosen: list[Envelope] = []
+        for envelope in list(self._pending.values()):
+            if len(chosen) >= self._max_events:
+                break
+            try:
+                machine.apply(envelope, log.size, block_time)
+            except LedgerError:
+                continue
+            log.append(leaf_hash(envelope.leaf))
+            chosen.append(envelope)
+        header = BlockHeader(
+            network=self._genesis.network,
+            height=height,
+            prev=head.block_hash,
+            time=format_time(block_time),
+            proposer=self._proposer_id,
+            event_count=len(chosen),
+            tree_size=log.size,
+            tree_root=log.root().hex(),
+        )
+        return Block(header, tuple(chosen), None)
+
+    def validate_block(self, block: Block) -> None:
+        """Raise unless ``block`` may follow the committed head (everything but its votes).
+
+        Raises:
+            ChainError: a header field is wrong.
+            RuleViolation, SignatureError: an event is invalid.
+        """
+        self.effects_of(block)
+
+    def effects_of(self, block: Block) -> Effects:
+        """Check ``block`` like :meth:`validate_block` and return what it changes."""
+        head = self.ledger.head
+        header = block.header
+        height = head.height + 1
+        if header.height != height or header.prev != head.block_hash:
+            raise ChainError("the block does not extend the committed head", height=height)
+        if header.network != self._genesis.network or header.v != 1:
+            raise ChainError("the block is for another network or version", height=height)
+        if header.proposer not in self._genesis.validator_keys:
+            raise ChainError("the block's proposer is not a validator", height=height)
+        block_time = parse_time(header.time)
+        if block_time < parse_time(head.time):
+            raise ChainError("the block's time is before its parent's", height=height)
+        if block_time > self._now() + MAX_BLOCK_TIME_AHEAD:
+            raise ChainError("the block's time is too far in the future", height=height)
+        if header.event_count != len(block.events):
+            raise ChainError("event_count does not match the events", height=height)
+        overlay = Overlay(self.ledger.state)
+        machine = StateMachine(self._genesis, overlay)
+        log = self.ledger.log.copy()
+        for envelope in block.events:
+            self._check_signatures(envelope, overlay)
+            machine.apply(envelope, log.size, block_time)
+            log.append(leaf_hash(envelope.leaf))
+        if header.tree_size != log.size or header.tree_root != log.root().hex():
+            raise ChainError("tree_size/tree_root do not match the events", height=height)
+        return overlay.pending
+
+    def commit(self, block: Block, certificate: CommitCertificate) -> Effects:
+        """Store a decided block with its certificate, then drop its events from the mempool.
+
+        Pending events that the new state makes invalid (a lot spent by the block, say) are
+        dropped too.
+        """
+        effects = self.effects_of(block)
+        self.ledger.commit(Block(block.header, block.events, certificate), effects)
+        for envelope in block.events:
+            self._pending.pop(envelope.event_id, None)
+            self._verified.discard(envelope.event_id)
+        if len(self._verified) > _MAX_VERIFIED_CACHE:  # proposals that never committed
+            self._verified.clear()
+        self._readmit()
+        return effects
+
+    def _readmit(self) -> None:
+        """Rebuild the pending overlay on the new committed state, dropping what no longer fits."""
+        waiting = list(self._pending.values())
+        self._pending.clear()
+        self._overlay = Overlay(self.ledger.state)
+        for envelope in waiting:
+            try:
+                self.submit(envelope)
+            except RuleViolation:
+                continue
