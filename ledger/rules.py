@@ -17,6 +17,7 @@ event.network          the event names another network
 event.future           ``created_at`` is more than 5 minutes after the block time
 event.type             unknown event type
 event.duplicate        the same event (same id) is already in the log
+event.epcis-captured   the EPCIS event named in ``epcis`` was already captured
 event.payload          a payload field is missing, unknown or malformed (the detail names it)
 auth.unknown-key       a signing key was never registered
 auth.revoked-key       a signing key was revoked earlier in the log
@@ -928,8 +929,15 @@ def apply_event(view: StateView, envelope: Envelope, ctx: EventContext) -> Effec
         earlier = view.event_index(envelope.event_id)
         if earlier is not None:
             raise _violation("event.duplicate", f"the event is already in the log at {earlier}")
+        epcis = payload.get("epcis")
+        if epcis is not None and (captured := view.epcis_index(epcis)) is not None:
+            raise _violation(
+                "event.epcis-captured", f"EPCIS event {epcis} was captured at log index {captured}"
+            )
         effects = HANDLERS[kind](view, payload, _signers(view, envelope), envelope, ctx)
         effects.events[envelope.event_id] = ctx.index
+        if epcis is not None:
+            effects.epcis[epcis] = ctx.index
         return effects
     except RuleViolation as e:
         raise RuleViolation(e.rule, e.detail, envelope.event_id) from None

@@ -288,6 +288,7 @@ class StateView(Protocol):
     def lot(self, lot_id: str) -> Lot | None: ...
     def shipment(self, shipment_id: str) -> Shipment | None: ...
     def event_index(self, event_id: str) -> int | None: ...
+    def epcis_index(self, epcis_hash: str) -> int | None: ...
 
 
 @dataclass
@@ -304,10 +305,13 @@ class Effects:
     steps: list[LotStep] = field(default_factory=list)
     events: dict[str, int] = field(default_factory=dict)
     """Event id → log index of every event applied (so that none is applied twice)."""
+    epcis: dict[str, int] = field(default_factory=dict)
+    """CBV 2.0 event hash id → log index of the event captured from that EPCIS event."""
 
     def merge(self, other: Effects) -> None:
         """Take ``other``'s changes on top of these (later events win)."""
         self.events.update(other.events)
+        self.epcis.update(other.epcis)
         self.orgs.update(other.orgs)
         self.members.update(other.members)
         self.keys.update(other.keys)
@@ -357,6 +361,10 @@ class Overlay:
         found = self.pending.events.get(event_id)
         return found if found is not None else self.base.event_index(event_id)
 
+    def epcis_index(self, epcis_hash: str) -> int | None:
+        found = self.pending.epcis.get(epcis_hash)
+        return found if found is not None else self.base.epcis_index(epcis_hash)
+
 
 class MemoryState:
     """The whole state in dictionaries; also a :class:`~ledger.trace.LineageView` for tracing."""
@@ -401,6 +409,9 @@ class MemoryState:
     def event_index(self, event_id: str) -> int | None:
         return self.data.events.get(event_id)
 
+    def epcis_index(self, epcis_hash: str) -> int | None:
+        return self.data.epcis.get(epcis_hash)
+
     def parent_edges(self, lot_ids: Iterable[str]) -> list[Edge]:
         """Edges into any of ``lot_ids``."""
         return [e for lot_id in lot_ids for e in self._parents.get(lot_id, ())]
@@ -438,13 +449,16 @@ class MemoryState:
             "edge": {edge_id(e): e for e in data.edges},
             "step": {step_id(s): s for s in data.steps},
         }
-        for kind in DIGEST_KINDS:
+        captured = {h: {"epcis": h, "index": i} for h, i in data.epcis.items()}
+        for kind in DIGEST_KINDS[:-1]:
             table = tables[kind]
             for identifier in sorted(table):
                 yield kind, identifier, table[identifier].to_json()
+        for identifier in sorted(captured):
+            yield "epcis", identifier, captured[identifier]
 
 
-DIGEST_KINDS = ("org", "member", "key", "plot", "lot", "shipment", "edge", "step")
+DIGEST_KINDS = ("org", "member", "key", "plot", "lot", "shipment", "edge", "step", "epcis")
 """The order of entity kinds in :func:`state_digest`."""
 
 

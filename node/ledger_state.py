@@ -45,6 +45,7 @@ from ledger.state import (
 )
 from node.models import (
     EdgeRow,
+    EpcisEventRow,
     EventRow,
     KeyRow,
     LotRow,
@@ -70,6 +71,7 @@ __all__ = [
 ]
 
 _STATE_TABLES = (
+    EpcisEventRow,
     StepLotRow,
     StepRow,
     EdgeRow,
@@ -202,6 +204,11 @@ def write_effects(session: Session, effects: Effects) -> None:
     )
     if effects.edges:
         session.execute(insert(EdgeRow), [e.to_json() for e in effects.edges])
+    if effects.epcis:
+        session.execute(
+            insert(EpcisEventRow),
+            [{"epcis_hash": h, "index": i} for h, i in effects.epcis.items()],
+        )
     if effects.steps:
         session.execute(
             insert(StepRow),
@@ -273,6 +280,10 @@ class DatabaseState:
         row = self._one(ShipmentRow, ShipmentRow.shipment_id, shipment_id)
         return None if row is None else _shipment(row)
 
+    def epcis_index(self, epcis_hash: str) -> int | None:
+        row = self._one(EpcisEventRow, EpcisEventRow.epcis_hash, epcis_hash)
+        return None if row is None else int(row.index)
+
     def event_index(self, event_id: str) -> int | None:
         try:
             key = bytes.fromhex(event_id)
@@ -338,6 +349,9 @@ class DatabaseState:
             steps = sorted((_step(r) for r in session.scalars(select(StepRow))), key=step_id)
             for step in steps:
                 yield "step", step_id(step), step.to_json()
+            captured = sorted(session.scalars(select(EpcisEventRow)), key=lambda r: r.epcis_hash)
+            for row in captured:
+                yield "epcis", row.epcis_hash, {"epcis": row.epcis_hash, "index": row.index}
 
 
 # --- applying blocks -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ __all__ = [
     "Base",
     "BlockRow",
     "EdgeRow",
+    "EpcisEventRow",
     "EventRow",
     "KeyRow",
     "LotRow",
@@ -206,3 +207,12 @@ class StepLotRow(Base):
 
     lot_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
+
+
+class EpcisEventRow(Base):
+    """An EPCIS event captured into the ledger: its CBV 2.0 hash id and the ledger event's index."""
+
+    __tablename__ = "epcis_events"
+
+    epcis_hash: Mapped[str] = mapped_column(String(128), primary_key=True)
+    index: Mapped[int] = mapped_column("idx", BigInteger, unique=True)

@@ -1236,7 +1236,7 @@ MUTATION_TOKENS = st.sampled_from(
         {"@id": "x"},
         [{"epcClass": "urn:rantai:kalbar-coop:lot:X", "quantity": 1, "uom": "KGM"}],
     ]
-)
+).map(copy.deepcopy)  # the tokens are shared objects; a mutation must never change them
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -282,9 +282,11 @@ def case(name: str, rule: str, make: Make, detail: str = "") -> Any:
 
 
 def entities(world: World) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every entity but lineage steps (which the valid cases check on their own)."""
+    """Every entity but lineage steps and captured EPCIS ids (checked on their own)."""
     return {
-        (kind, ident): value for kind, ident, value in world.memory.entities() if kind != "step"
+        (kind, ident): value
+        for kind, ident, value in world.memory.entities()
+        if kind not in ("step", "epcis")
     }
 
 
@@ -594,6 +596,9 @@ def test_lot_create(
         }
     )
     assert changed == {("lot", "RB-BUDI-3")}
+    assert effects.epcis == (
+        {expected_epcis: index} if (expected_epcis := changes.get("epcis")) else {}
+    )
     assert effects.edges == []
     assert effects.steps == [LotStep(index, envelope.event_id, "lot.create", (), ("RB-BUDI-3",))]
     assert world.memory.steps_of(["RB-BUDI-3"]) == effects.steps
@@ -1189,6 +1194,15 @@ REFUSALS = [
         "lot.create:unknown-field", "event.payload", lot(grade="A"), "payload.grade is not a field"
     ),
     case("lot.create:quantity-int", "event.payload", lot(quantity=120), "payload.quantity"),
+    case(
+        "lot.create:epcis-event-captured-twice",
+        "event.epcis-captured",
+        after(
+            lambda w: w.submit("lot.create", edit(LOT, lot_id="RB-BUDI-9", epcis=EPCIS), [BUDI]),
+            then=lot(epcis=EPCIS),
+        ),
+        "was captured at log index 20",
+    ),
     case(
         "lot.create:harvested-after-the-record",
         "lot.harvest-date",
@@ -2485,7 +2499,7 @@ def _documented_rules() -> set[str]:
 
 def test_every_documented_rule_is_broken_somewhere() -> None:
     documented = _documented_rules()
-    assert len(documented) == 32
+    assert len(documented) == 33
     broken = {param.values[1] for param in REFUSALS} | {"auth.threshold"}
     assert broken == documented
 
