@@ -57,6 +57,7 @@ from node.epcis import (
 )
 from rantai.samplechain import sample_network
 from tests._paths import TESTDATA
+from tests.epcis_schema import epcis_schema_validator
 
 EPCIS_DATA = TESTDATA / "epcis"
 NET = sample_network()
@@ -198,43 +199,10 @@ def document(history: History) -> dict[str, Any]:
     )
 
 
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]*")
-_DATE_TIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
-)
-
-
-def _is_uri(value: object) -> bool:
-    return not isinstance(value, str) or _URI.fullmatch(value) is not None
-
-
-def _is_date_time(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    if _DATE_TIME.fullmatch(value) is None:
-        return False
-    try:
-        _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def schema() -> jsonschema.protocols.Validator:
-    """The EPCIS 2.0 JSON Schema (draft-07), with its ``uri`` and ``date-time`` formats enforced.
-
-    jsonschema checks those formats only with optional packages this project does not install;
-    without them every string would pass as a URI (a bizStep "transforming" included).
-    """
-    raw = json.loads((EPCIS_DATA / "schema" / "EPCIS-JSON-Schema.json").read_text())
-    validator_class = jsonschema.validators.validator_for(raw)
-    assert validator_class is jsonschema.Draft7Validator  # the schema's $schema is draft-07
-    validator_class.check_schema(raw)
-    formats = jsonschema.FormatChecker()
-    formats.checks("uri")(_is_uri)
-    formats.checks("date-time")(_is_date_time)
-    return validator_class(raw, format_checker=formats)
+    """The EPCIS 2.0 JSON Schema with its formats enforced (see ``tests/epcis_schema.py``)."""
+    return epcis_schema_validator()
 
 
 def _capturable_document(history: History) -> dict[str, Any]:
