@@ -22,7 +22,7 @@ __all__ = ["lot_history", "time_range_history"]
 
 
 def _committed(store: Store, indexes: set[int]) -> list[CommittedLotEvent]:
-    events = []
+    events: list[CommittedLotEvent] = []
     block_times: dict[int, str] = {}
     for index in sorted(indexes):
         stored = store.event_at(index)
@@ -66,7 +66,7 @@ def time_range_history(
         return low
 
     first, last = first_at_or_after(start), first_at_or_after(end) - 1
-    events = []
+    events: list[CommittedLotEvent] = []
     for block in store.blocks(first, last):
         index = block.header.tree_size - len(block.events)
         events.extend(
