@@ -12,15 +12,23 @@ It reads no clock of its own: the wall clock is injected (block times come from 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ledger.blocks import Block, BlockHeader, CommitCertificate, GenesisDocument, genesis_header
+from ledger.blocks import (
+    Block,
+    BlockHeader,
+    CommitCertificate,
+    GenesisDocument,
+    genesis_header,
+    verify_certificate,
+)
 from ledger.encoding import format_time, parse_time
-from ledger.errors import ChainError, LedgerError, RuleViolation
+from ledger.errors import ChainError, ConsensusError, LedgerError, RuleViolation
 from ledger.events import Envelope
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.rules import StateMachine, genesis_effects, verify_event_signatures
@@ -61,6 +69,14 @@ class CommittedLedger(Protocol):
         """Store ``block`` (with its certificate) and ``effects`` atomically."""
         ...
 
+    def certificate(self, height: int) -> CommitCertificate | None:
+        """The certificate kept for the block at ``height`` (None for genesis)."""
+        ...
+
+    def replace_certificate(self, height: int, certificate: CommitCertificate) -> None:
+        """Keep another (valid) certificate for the block at ``height``."""
+        ...
+
 
 class MemoryLedger:
     """A :class:`CommittedLedger` in memory: the blocks, the log and a :class:`MemoryState`."""
@@ -88,6 +104,13 @@ class MemoryLedger:
             self._log.append(leaf_hash(envelope.leaf))
         self._state.apply(effects)
         self.blocks.append(block)
+
+    def certificate(self, height: int) -> CommitCertificate | None:
+        return self.blocks[height].commit
+
+    def replace_certificate(self, height: int, certificate: CommitCertificate) -> None:
+        block = self.blocks[height]
+        self.blocks[height] = Block(block.header, block.events, certificate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +157,11 @@ class LedgerApplication:
         """Events admitted and not yet committed."""
         return len(self._pending)
 
+    @property
+    def pending_view(self) -> StateView:
+        """The committed state with the pending events applied in order."""
+        return self._overlay
+
     def has_pending(self) -> bool:
         """Are there events waiting for a block?"""
         return bool(self._pending)
@@ -141,6 +169,10 @@ class LedgerApplication:
     def is_pending(self, event_id: str) -> bool:
         """Is this event admitted and waiting?"""
         return event_id in self._pending
+
+    def pending_event(self, event_id: str) -> Envelope | None:
+        """A pending event by id."""
+        return self._pending.get(event_id)
 
     def submit(self, envelope: Envelope) -> Admission:
         """Admit an event to the mempool after checking signatures and rules.
@@ -246,12 +278,35 @@ class LedgerApplication:
             raise ChainError("tree_size/tree_root do not match the events", height=height)
         return overlay.pending
 
-    def commit(self, block: Block, certificate: CommitCertificate) -> Effects:
+    def last_commit(self) -> CommitCertificate | None:
+        """The certificate held for the committed head (proposals carry it)."""
+        return self.ledger.certificate(self.ledger.head.height)
+
+    def commit(
+        self,
+        block: Block,
+        certificate: CommitCertificate,
+        parent_certificate: CommitCertificate | None = None,
+    ) -> Effects:
         """Store a decided block with its certificate, then drop its events from the mempool.
 
+        ``parent_certificate`` (the decided proposal's certificate of the previous block), if
+        valid, replaces the one kept for that block, so every node keeps the same one.
         Pending events that the new state makes invalid (a lot spent by the block, say) are
         dropped too.
         """
+        head = self.ledger.head
+        if parent_certificate is not None and head.height > 0:
+            with contextlib.suppress(ConsensusError):
+                verify_certificate(
+                    parent_certificate,
+                    self._genesis.network,
+                    head.height,
+                    head.block_hash,
+                    self._genesis.validator_keys,
+                )
+                if parent_certificate != self.ledger.certificate(head.height):
+                    self.ledger.replace_certificate(head.height, parent_certificate)
         effects = self.effects_of(block)
         self.ledger.commit(Block(block.header, block.events, certificate), effects)
         for envelope in block.events:

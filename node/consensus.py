@@ -30,6 +30,7 @@ from ledger.blocks import (
     CommitCertificate,
     GenesisDocument,
     VoteSignature,
+    parse_certificate,
     parse_header,
     proposal_bytes,
     vote_bytes,
@@ -112,6 +113,10 @@ class Proposal:
     block: Block
     node: str
     sig: bytes
+    last_commit: CommitCertificate | None = None
+    """The proposer's certificate of the previous block (not signed: it proves itself). The
+    certificate decided with a block becomes every validator's certificate of its parent, so
+    all nodes end up storing — and exporting — the same one."""
 
     @property
     def block_hash(self) -> str:
@@ -137,13 +142,16 @@ class Proposal:
             },
             "node": self.node,
             "sig": self.sig.hex(),
+            "last_commit": None if self.last_commit is None else self.last_commit.to_json(),
         }
 
 
 Message = Vote | Proposal
 
 _VOTE_FIELDS = frozenset({"kind", "type", "height", "round", "block_hash", "node", "sig"})
-_PROPOSAL_FIELDS = frozenset({"kind", "height", "round", "pol_round", "block", "node", "sig"})
+_PROPOSAL_FIELDS = frozenset(
+    {"kind", "height", "round", "pol_round", "block", "node", "sig", "last_commit"}
+)
 _BLOCK_FIELDS = frozenset({"header", "events"})
 
 
@@ -194,6 +202,7 @@ def parse_message(value: Any) -> Message:
             Block(parse_header(block["header"]), events, None),
             raw["node"],
             parse_hex(raw["sig"], 64, "proposal.sig"),
+            None if raw["last_commit"] is None else parse_certificate(raw["last_commit"]),
         )
     raise EncodingError(f"unknown consensus message kind {kind!r}")
 
@@ -221,6 +230,9 @@ class Commit:
 
     block: Block
     certificate: CommitCertificate
+    parent_certificate: CommitCertificate | None = None
+    """The decided proposal's certificate of the previous block (see ``Proposal.last_commit``);
+    the caller checks it and keeps it as that block's certificate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +316,10 @@ class BlockSource(Protocol):
 
     def validate_block(self, block: Block) -> None:
         """Raise a ``LedgerError`` unless ``block`` may follow the committed head."""
+        ...
+
+    def last_commit(self) -> CommitCertificate | None:
+        """The certificate this validator holds for the committed head."""
         ...
 
 
@@ -565,7 +581,15 @@ class Consensus:
             self._network, self.height, self.round, pol_round, block.header.block_hash
         )
         signature = sign(self._key, PROPOSAL_PREFIX, message)
-        proposal = Proposal(self.height, self.round, pol_round, block, self.node_id, signature)
+        proposal = Proposal(
+            self.height,
+            self.round,
+            pol_round,
+            block,
+            self.node_id,
+            signature,
+            self._source.last_commit(),
+        )
         self.signed.proposals[self.round] = proposal
         actions.append(Persist(self.signed.snapshot()))
         actions.append(Broadcast(proposal))
@@ -781,7 +805,7 @@ class Consensus:
                 round_, tuple(VoteSignature(v.node, v.sig) for v in votes)
             )
             self._decided = True
-            actions.append(Commit(proposal.block, certificate))
+            actions.append(Commit(proposal.block, certificate, proposal.last_commit))
             self._next_height(now, actions)
             return True
         return False

@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "Base",
     "BlockRow",
+    "CheckpointRow",
     "EdgeRow",
     "EpcisEventRow",
     "EventRow",
@@ -216,3 +217,12 @@ class EpcisEventRow(Base):
 
     epcis_hash: Mapped[str] = mapped_column(String(128), primary_key=True)
     index: Mapped[int] = mapped_column("idx", BigInteger, unique=True)
+
+
+class CheckpointRow(Base):
+    """A checkpoint cosigned by a quorum of validators (a C2SP signed note), by tree size."""
+
+    __tablename__ = "checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    note: Mapped[str] = mapped_column(Text)

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from ledger.blocks import (
     Block,
     BlockHeader,
+    CommitCertificate,
     GenesisDocument,
     genesis_header,
     parse_certificate,
@@ -147,6 +148,11 @@ class Store:
     def close(self) -> None:
         """Release the database connections."""
         self._engine.dispose()
+
+    @property
+    def log(self) -> CompactRange:
+        """The Merkle log up to the head (read it; it changes only by :meth:`append_block`)."""
+        return self._log
 
     @property
     def engine(self) -> Engine:
@@ -458,6 +464,30 @@ class Store:
         self._log = log
         self._head = _head_of(header)
         return self._head
+
+    def certificate(self, height: int) -> CommitCertificate | None:
+        """The certificate kept for the block at ``height`` (None for genesis).
+
+        Raises:
+            StorageError: no such block.
+        """
+        return self.block(height).commit
+
+    def replace_certificate(self, height: int, certificate: CommitCertificate) -> None:
+        """Keep another certificate for a stored block (certificates are not in block hashes;
+        consensus settles on one per block, see ``node.consensus.Proposal.last_commit``).
+
+        Raises:
+            StorageError: no such block, or the database refused.
+        """
+        try:
+            with Session(self._engine) as session, session.begin():
+                row = session.get(BlockRow, height)
+                if row is None or height == 0:
+                    raise StorageError(f"no certified block at height {height}")
+                row.commit = canonical(certificate.to_json())
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot replace the certificate of block {height}: {e}") from e
 
     def _before_commit(self, session: Session) -> None:
         """A seam for tests that simulate a crash between the writes and the commit."""

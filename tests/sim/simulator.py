@@ -240,7 +240,7 @@ class Simulation:
                 self._send(node.index, action.message)
             elif isinstance(action, Commit):
                 assert node.app is not None
-                node.app.commit(action.block, action.certificate)
+                node.app.commit(action.block, action.certificate, action.parent_certificate)
                 self._record_commit(node, action.block)
             elif isinstance(action, CatchUp):
                 self._push(self.now + self.rng.uniform(0.01, 0.2), "catch-up", node.index)
