@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,58 +30,11 @@ from ledger.events import Envelope
 from ledger.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion
 from node.store import Store
 from rantai.samplechain import SampleNetwork, sample_network
+from tests.merkle_reference import ref_mth, ref_path, ref_proof
 
 MAX_BLOCKS = 15
 MAX_EVENTS_PER_BLOCK = 9
 START = dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.UTC)
-
-# --------------------------------------------------------------------------------------------
-# The reference: RFC 9162 §2.1, by definition
-
-
-def ref_mth(hs: Sequence[bytes]) -> bytes:
-    """MTH(D[n]) over leaf hashes."""
-    if not hs:
-        return hashlib.sha256(b"").digest()
-    if len(hs) == 1:
-        return hs[0]
-    k = ref_k(len(hs))
-    return hashlib.sha256(b"\x01" + ref_mth(hs[:k]) + ref_mth(hs[k:])).digest()
-
-
-def ref_k(n: int) -> int:
-    """The largest power of two smaller than n (n > 1)."""
-    k = 1
-    while k * 2 < n:
-        k *= 2
-    return k
-
-
-def ref_path(m: int, hs: Sequence[bytes]) -> list[bytes]:
-    """PATH(m, D[n])."""
-    if len(hs) == 1:
-        return []
-    k = ref_k(len(hs))
-    if m < k:
-        return [*ref_path(m, hs[:k]), ref_mth(hs[k:])]
-    return [*ref_path(m - k, hs[k:]), ref_mth(hs[:k])]
-
-
-def ref_subproof(m: int, hs: Sequence[bytes], b: bool) -> list[bytes]:
-    """SUBPROOF(m, D[n], b)."""
-    n = len(hs)
-    if m == n:
-        return [] if b else [ref_mth(hs)]
-    k = ref_k(n)
-    if m <= k:
-        return [*ref_subproof(m, hs[:k], b), ref_mth(hs[k:])]
-    return [*ref_subproof(m - k, hs[k:], False), ref_mth(hs[:k])]
-
-
-def ref_proof(m: int, hs: Sequence[bytes]) -> list[bytes]:
-    """PROOF(m, D[n])."""
-    return ref_subproof(m, hs, True)
-
 
 # --------------------------------------------------------------------------------------------
 # Chains
