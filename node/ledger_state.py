@@ -13,6 +13,7 @@ replaces the stored state with the replayed one.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from node.store import Store
 
 __all__ = [
+    "CachedState",
     "DatabaseState",
     "StateCheck",
     "apply_block",
@@ -436,3 +438,81 @@ def rebuild_state(store: Store) -> StateCheck:
     except SQLAlchemyError as e:
         raise StorageError(f"cannot rebuild the state: {e}") from e
     return check_state(store)
+
+
+class CachedState:
+    """A :class:`DatabaseState` behind bounded, write-through caches (a node's working view).
+
+    The node is the only writer of its state, and every write goes through :meth:`apply` after
+    the block's transaction committed, so a cached answer — a missing entity included — is
+    never stale. Each cache keeps its most recently used entries, up to ``capacity``.
+    """
+
+    def __init__(self, database: DatabaseState, capacity: int = 100_000) -> None:
+        self._database = database
+        self._capacity = capacity
+        self._caches: dict[str, OrderedDict[str, Any]] = {
+            kind: OrderedDict()
+            for kind in ("org", "member", "key", "plot", "lot", "shipment", "event", "epcis")
+        }
+
+    def _get(self, kind: str, identifier: str, load: Any) -> Any:
+        cache = self._caches[kind]
+        if identifier in cache:
+            cache.move_to_end(identifier)
+            return cache[identifier]
+        value = load(identifier)
+        self._put(kind, identifier, value)
+        return value
+
+    def _put(self, kind: str, identifier: str, value: Any) -> None:
+        cache = self._caches[kind]
+        cache[identifier] = value
+        cache.move_to_end(identifier)
+        if len(cache) > self._capacity:
+            cache.popitem(last=False)
+
+    def apply(self, effects: Effects) -> None:
+        """Take a committed block's effects into the caches."""
+        for kind, table in (
+            ("org", effects.orgs),
+            ("member", effects.members),
+            ("key", effects.keys),
+            ("plot", effects.plots),
+            ("lot", effects.lots),
+            ("shipment", effects.shipments),
+            ("event", effects.events),
+            ("epcis", effects.epcis),
+        ):
+            for identifier, value in table.items():
+                self._put(kind, identifier, value)
+
+    def org(self, org_id: str) -> Org | None:
+        return self._get("org", org_id, self._database.org)  # type: ignore[no-any-return]
+
+    def member(self, member_id: str) -> Member | None:
+        return self._get("member", member_id, self._database.member)  # type: ignore[no-any-return]
+
+    def key(self, key_id: str) -> KeyRecord | None:
+        return self._get("key", key_id, self._database.key)  # type: ignore[no-any-return]
+
+    def plot(self, plot_id: str) -> Plot | None:
+        return self._get("plot", plot_id, self._database.plot)  # type: ignore[no-any-return]
+
+    def lot(self, lot_id: str) -> Lot | None:
+        return self._get("lot", lot_id, self._database.lot)  # type: ignore[no-any-return]
+
+    def shipment(self, shipment_id: str) -> Shipment | None:
+        return self._get(  # type: ignore[no-any-return]
+            "shipment", shipment_id, self._database.shipment
+        )
+
+    def event_index(self, event_id: str) -> int | None:
+        return self._get(  # type: ignore[no-any-return]
+            "event", event_id, self._database.event_index
+        )
+
+    def epcis_index(self, epcis_hash: str) -> int | None:
+        return self._get(  # type: ignore[no-any-return]
+            "epcis", epcis_hash, self._database.epcis_index
+        )

@@ -72,7 +72,7 @@ from node.consensus import (
     Vote,
     parse_message,
 )
-from node.ledger_state import DatabaseState
+from node.ledger_state import CachedState, DatabaseState
 from node.models import CheckpointRow, MetaRow
 from node.store import Store
 
@@ -95,7 +95,7 @@ class StoreLedger:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._head = store.block(store.head().height).header
-        self._state = DatabaseState(store.engine)
+        self._state = CachedState(DatabaseState(store.engine))
 
     @property
     def head(self) -> BlockHeader:
@@ -111,6 +111,7 @@ class StoreLedger:
 
     def commit(self, block: Block, effects: Effects) -> None:
         self.store.append_block(block, effects)
+        self._state.apply(effects)
         self._head = block.header
 
     def certificate(self, height: int) -> CommitCertificate | None:
