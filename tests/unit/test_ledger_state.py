@@ -20,7 +20,13 @@ from ledger.events import Envelope
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.state import state_digest
 from ledger.trace import trace_back, trace_forward
-from node.ledger_state import DatabaseState, apply_block, check_state, rebuild_state
+from node.ledger_state import (
+    CachedState,
+    DatabaseState,
+    apply_block,
+    check_state,
+    rebuild_state,
+)
 from node.models import LotRow
 from node.store import Store
 from rantai.samplechain import SampleNetwork, sample_network
@@ -181,3 +187,19 @@ def _log_of(blocks: list[Block]) -> CompactRange:
         for envelope in block.events:
             log.append(leaf_hash(envelope.leaf))
     return log
+
+
+def test_cached_state_answers_like_the_database(store: Store, world: World) -> None:
+    database = DatabaseState(store.engine)
+    cached = CachedState(database, capacity=3)  # small: evictions happen
+    assert cached.lot("EXP-1") is None  # a miss is cached too ...
+    for block in _blocks(world, world.applied):
+        cached.apply(apply_block(store, block))  # ... and corrected by the write-through
+    lots = ["EXP-1", "M-1", "RB-BUDI-1", "RB-ANI-1", "KP-SITI-1", "NOPE"]
+    for lot_id in lots + lots:
+        assert cached.lot(lot_id) == database.lot(lot_id)
+    for envelope in world.applied[::5]:
+        assert cached.event_index(envelope.event_id) == database.event_index(envelope.event_id)
+    member = "koperasi-karet/budi"
+    assert cached.member(member) == database.member(member)
+    assert cached.shipment("SH-EU-1") == database.shipment("SH-EU-1")
