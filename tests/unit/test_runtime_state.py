@@ -1,0 +1,50 @@
+"""What a validator persists before it sends anything survives the round trip through JSON."""
+
+from __future__ import annotations
+
+from ledger.blocks import Block, proposal_bytes, sign_vote
+from ledger.keys import PROPOSAL_PREFIX, sign
+from node.consensus import Proposal, SignedState, Vote
+from node.runtime import _signed_from_json, _signed_to_json
+from rantai.samplechain import sample_network
+
+
+def test_signed_state_round_trips() -> None:
+    net = sample_network(4)
+    blocks = list(net.chain(2, 3))
+    block = Block(blocks[2].header, blocks[2].events, None)  # proposed: not yet certified
+    key = net.validator_keys[1]
+    votes = {}
+    for round_, vote_type, block_hash in (
+        (0, "prevote", block.header.block_hash),
+        (1, "precommit", ""),
+    ):
+        signature = sign_vote(key, net.network, 2, round_, vote_type, block_hash)
+        votes[(round_, vote_type)] = Vote(
+            vote_type, 2, round_, block_hash, signature.node, signature.sig
+        )
+    message = proposal_bytes(net.network, 2, 1, 0, block.header.block_hash)
+    proposal = Proposal(
+        2,
+        1,
+        0,
+        block,
+        votes[(0, "prevote")].node,
+        sign(key, PROPOSAL_PREFIX, message),
+        blocks[1].commit,
+    )
+    state = SignedState(
+        height=2,
+        votes=votes,
+        proposals={1: proposal},
+        locked_round=0,
+        locked_block=block,
+        valid_round=0,
+        valid_block=block,
+        valid_votes=(votes[(0, "prevote")],),
+    )
+    restored = _signed_from_json(_signed_to_json(state))
+    assert restored == state
+    assert restored.proposals[1].last_commit == blocks[1].commit
+    assert restored.locked_block is not None
+    assert restored.locked_block.header.block_hash == block.header.block_hash
