@@ -17,6 +17,7 @@ clock: times are parsed and formatted, never taken.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import re
 from decimal import Decimal
@@ -266,14 +267,22 @@ def parse_time(text: object, what: str = "time") -> _dt.datetime:
     Raises:
         EncodingError: any other form, or a date/time that does not exist.
     """
-    match = _TIME.fullmatch(text) if type(text) is str else None
+    if type(text) is not str:
+        raise EncodingError(f"{what} must be RFC 3339 UTC like 2026-11-29T03:00:00Z, got {text!r}")
+    return _parse_time_text(text, what)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_time_text(text: str, what: str) -> _dt.datetime:
+    """:func:`parse_time` for strings, cached: the events of a block mostly share a time."""
+    match = _TIME.fullmatch(text)
     if match is None:
         raise EncodingError(
             f"{what} must be RFC 3339 UTC like 2026-11-29T03:00:00Z or "
             f"2026-11-29T03:00:00.123Z, got {text!r}"
         )
     try:
-        return _dt.datetime.fromisoformat(text)  # type: ignore[arg-type]
+        return _dt.datetime.fromisoformat(text)
     except ValueError as e:
         raise EncodingError(f"{what} {text!r} is not a real time: {e}") from e
 

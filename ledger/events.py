@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ MAX_EVENT_CLOCK_SKEW = _dt.timedelta(minutes=5)
 BODY_FIELDS = frozenset({"v", "network", "type", "nonce", "created_at", "payload"})
 MAX_SIGNATURES = 16
 _MAX_NONCE = 64
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,18 @@ def _check_coordinates(value: Any, path: str, depth: int) -> None:
         raise EncodingError(f"{path}: coordinate {value!r} is out of range")
 
 
+def _parse_signature(raw: Any, position: int) -> EventSignature:
+    """One ``{"key", "sig"}`` entry (error messages are built only when there is an error)."""
+    if type(raw) is not dict or raw.keys() != _SIG_FIELDS:
+        require_fields(raw, _SIG_FIELDS, f"envelope.sigs[{position}]")
+    key, sig = raw["key"], raw["sig"]
+    if type(key) is not str or len(key) != 64 or _LOWER_HEX.fullmatch(key) is None:
+        parse_hex(key, 32, f"envelope.sigs[{position}].key")
+    if type(sig) is not str or len(sig) != 128 or _LOWER_HEX.fullmatch(sig) is None:
+        parse_hex(sig, 64, f"envelope.sigs[{position}].sig")
+    return EventSignature(key, bytes.fromhex(sig))
+
+
 def parse_envelope(value: Any, *, parsed_without_floats: bool = False) -> Envelope:
     """Check the shape of an envelope and compute its id.
 
@@ -193,17 +207,16 @@ def parse_envelope(value: Any, *, parsed_without_floats: bool = False) -> Envelo
         raise SignatureError("an event needs at least one signature")
     if len(raw_sigs) > MAX_SIGNATURES:
         raise SignatureError(f"an event carries at most {MAX_SIGNATURES} signatures")
-    sigs = []
-    for position, raw in enumerate(raw_sigs):
-        item = require_fields(raw, _SIG_FIELDS, f"envelope.sigs[{position}]")
-        parse_hex(item["key"], 32, f"envelope.sigs[{position}].key")
-        signature = parse_hex(item["sig"], 64, f"envelope.sigs[{position}].sig")
-        sigs.append(EventSignature(item["key"], signature))
-    sigs.sort(key=lambda s: s.key)
-    for first, second in itertools.pairwise(sigs):
-        if first.key == second.key:
-            raise SignatureError(f"key {first.key} signed the event twice")
-    _check_payload(body["payload"], "body.payload")
+    sigs = [_parse_signature(raw, position) for position, raw in enumerate(raw_sigs)]
+    if len(sigs) > 1:
+        sigs.sort(key=lambda s: s.key)
+        for first, second in itertools.pairwise(sigs):
+            if first.key == second.key:
+                raise SignatureError(f"key {first.key} signed the event twice")
+    payload = body["payload"]
+    flat = parsed_without_floats and all(type(v) is str for v in payload.values())
+    if not flat:  # a flat payload of strings has nothing nested and no float to look at
+        _check_payload(payload, "body.payload")
     body_bytes = canonical(body, parsed_without_floats=parsed_without_floats)
     return Envelope(
         body, tuple(sigs), body_bytes, hashlib.sha256(body_bytes).hexdigest(), created_at
