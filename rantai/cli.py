@@ -218,22 +218,37 @@ def verify(file: Path, genesis_path: Path | None, workers: int, rules: bool, qui
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("demo-network"),
     show_default=True,
-    help="Where to write the demo database, export and checkpoint.",
+    help="Where the demo network lives (a previous demo there is replaced).",
 )
 @click.option("--nodes", type=click.IntRange(min=1, max=31), default=4, show_default=True)
-@click.option("--blocks", type=click.IntRange(min=1), default=60, show_default=True)
-@click.option("--events-per-block", type=click.IntRange(min=1), default=25, show_default=True)
-def demo(directory: Path, nodes: int, blocks: int, events_per_block: int) -> None:
-    """Build a sample certified chain in SQLite, export it, verify it, prove entries.
+@click.option(
+    "--base-port", type=click.IntRange(min=1024, max=65000), default=8101, show_default=True
+)
+@click.option(
+    "--in-process",
+    is_flag=True,
+    help="Instead: build a certified sample chain in one SQLite file and audit it, no network.",
+)
+def demo(directory: Path, nodes: int, base_port: int, in_process: bool) -> None:
+    """Start a local network of validators with a West Kalimantan data set (Ctrl-C stops it).
+
+    Prints the nodes' URLs, a trace of the EU buyer's lot and an audit command.
 
     \b
-    Example:
-      rantai demo --dir demo-network
+    Examples:
+      rantai demo
+      rantai demo --nodes 7 --base-port 9101
+      rantai demo --in-process --dir demo-offline
     """
-    from rantai.demo import run_demo
-
     try:
-        run_demo(directory, nodes=nodes, blocks=blocks, events_per_block=events_per_block)
+        if in_process:
+            from rantai.demo import run_demo
+
+            run_demo(directory, nodes=nodes, blocks=60, events_per_block=25)
+        else:
+            from rantai.demo_network import run_network_demo
+
+            run_network_demo(directory, nodes=nodes, base_port=base_port)
     except LedgerError as e:
         raise InputProblem(str(e)) from e
 

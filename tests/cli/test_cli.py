@@ -103,7 +103,7 @@ def test_verify_reports_unusable_input_with_exit_code_2(tmp_path: Path) -> None:
 
 def test_demo_builds_exports_and_proves(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "rantai", "demo", "--dir", str(tmp_path), "--blocks", "8"],
+        [sys.executable, "-m", "rantai", "demo", "--in-process", "--dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -128,7 +128,7 @@ def test_demo_builds_exports_and_proves(tmp_path: Path) -> None:
 
 def test_state_check_catches_a_tampered_state_and_rebuild_repairs_it(tmp_path: Path) -> None:
     demo = subprocess.run(
-        [sys.executable, "-m", "rantai", "demo", "--dir", str(tmp_path), "--blocks", "5"],
+        [sys.executable, "-m", "rantai", "demo", "--in-process", "--dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
