@@ -232,6 +232,40 @@ def write_effects(session: Session, effects: Effects) -> None:
 # --- reading -------------------------------------------------------------------------------
 
 
+class _Row(dict[str, Any]):
+    """A row by attribute name (``row.index``, ``row.to``), like the ORM object it stands for."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as e:
+            raise AttributeError(name) from e
+
+
+def _select_all(model: Any) -> Any:
+    """``SELECT`` every column of ``model``, labelled with its attribute name."""
+    return select(
+        *(getattr(model, attr.key).label(attr.key) for attr in model.__mapper__.column_attrs)
+    )
+
+
+_SELECT_ALL = {
+    model: _select_all(model)
+    for model in (
+        OrgRow,
+        MemberRow,
+        KeyRow,
+        PlotRow,
+        LotRow,
+        ShipmentRow,
+        EdgeRow,
+        StepRow,
+        EventRow,
+        EpcisEventRow,
+    )
+}
+
+
 class DatabaseState:
     """The committed state in the database, as a ``StateView`` and a ``LineageView``."""
 
@@ -239,22 +273,23 @@ class DatabaseState:
         self._engine = engine
 
     def _one(self, model: Any, key: Any, value: str) -> Any:
-        try:
-            with Session(self._engine) as session:
-                return session.scalars(select(model).where(key == value)).first()
-        except SQLAlchemyError as e:
-            raise StorageError(f"cannot read {model.__tablename__}: {e}") from e
+        return next(iter(self._rows(model, key == value)), None)
 
     def _many(self, model: Any, key: Any, values: Iterable[str], order: Any = None) -> list[Any]:
         wanted = list(dict.fromkeys(values))
         if not wanted:
             return []
-        query = select(model).where(key.in_(wanted))
+        return self._rows(model, key.in_(wanted), order)
+
+    def _rows(self, model: Any, condition: Any, order: Any = None) -> list[Any]:
+        """Rows of ``model`` by SQLAlchemy Core (no ORM session: a lookup is on the hot path),
+        with the model's attribute names as keys."""
+        query = _SELECT_ALL[model].where(condition)
         if order is not None:
             query = query.order_by(order)
         try:
-            with Session(self._engine) as session:
-                return list(session.scalars(query))
+            with self._engine.connect() as connection:
+                return [_Row(row) for row in connection.execute(query).mappings()]
         except SQLAlchemyError as e:
             raise StorageError(f"cannot read {model.__tablename__}: {e}") from e
 
@@ -291,12 +326,8 @@ class DatabaseState:
             key = bytes.fromhex(event_id)
         except ValueError:
             return None
-        try:
-            with Session(self._engine) as session:
-                found = session.scalar(select(EventRow.index).where(EventRow.event_id == key))
-        except SQLAlchemyError as e:
-            raise StorageError(f"cannot read events: {e}") from e
-        return None if found is None else int(found)
+        row = next(iter(self._rows(EventRow, EventRow.event_id == key)), None)
+        return None if row is None else int(row.index)
 
     def parent_edges(self, lot_ids: Iterable[str]) -> list[Edge]:
         return [_edge(r) for r in self._many(EdgeRow, EdgeRow.child, lot_ids, EdgeRow.index)]
@@ -308,20 +339,9 @@ class DatabaseState:
         wanted = list(dict.fromkeys(lot_ids))
         if not wanted:
             return []
-        query = (
-            select(StepRow)
-            .where(
-                StepRow.index.in_(
-                    select(StepLotRow.index).where(StepLotRow.lot_id.in_(wanted)).scalar_subquery()
-                )
-            )
-            .order_by(StepRow.index)
-        )
-        try:
-            with Session(self._engine) as session:
-                return [_step(row) for row in session.scalars(query)]
-        except SQLAlchemyError as e:
-            raise StorageError(f"cannot read lot steps: {e}") from e
+        touching = select(StepLotRow.index).where(StepLotRow.lot_id.in_(wanted))
+        rows = self._rows(StepRow, StepRow.index.in_(touching.scalar_subquery()), StepRow.index)
+        return [_step(row) for row in rows]
 
     def lots(self, lot_ids: Iterable[str]) -> list[Lot]:
         return [_lot(row) for row in self._many(LotRow, LotRow.lot_id, lot_ids)]
