@@ -672,10 +672,15 @@ def _lot_create(
     return effects
 
 
-def _active_lot(view: StateView, lot_id: str) -> Lot:
+def _existing_lot(view: StateView, lot_id: str) -> Lot:
     lot = view.lot(lot_id)
     if lot is None:
         raise _violation("lot.unknown", f"lot {lot_id} does not exist")
+    return lot
+
+
+def _active_lot(view: StateView, lot_id: str) -> Lot:
+    lot = _existing_lot(view, lot_id)
     if lot.status != "active":
         raise _violation("lot.not-active", f"lot {lot_id} is {lot.status.replace('_', ' ')}")
     return lot
@@ -820,9 +825,7 @@ def _lot_ship(
 def _lot_receive(
     view: StateView, p: dict[str, Any], signers: _Signers, envelope: Envelope, ctx: EventContext
 ) -> Effects:
-    lot = view.lot(p["lot_id"])
-    if lot is None:
-        raise _violation("lot.unknown", f"lot {p['lot_id']} does not exist")
+    lot = _existing_lot(view, p["lot_id"])
     shipment = view.shipment(p["shipment_id"])
     if (
         lot.status != "in_transit"
@@ -875,9 +878,7 @@ def _lot_receive(
 def _lot_certify(
     view: StateView, p: dict[str, Any], signers: _Signers, _e: Envelope, ctx: EventContext
 ) -> Effects:
-    lot = view.lot(p["lot_id"])
-    if lot is None:
-        raise _violation("lot.unknown", f"lot {p['lot_id']} does not exist")
+    lot = _existing_lot(view, p["lot_id"])
     signers.all(lambda m: m.role == "auditor", "lot.certify")
     auditor = signers.members[0].member_id
     claim = Certification(p["scheme"], p["certificate"], p["valid_until"], auditor, ctx.index)
