@@ -11,7 +11,9 @@ import base64
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.encoding import parse_json
 from ledger.errors import (
@@ -93,6 +95,19 @@ def create_app(node: LedgerNode) -> FastAPI:
     async def ledger_error(_: Request, error: LedgerError) -> JSONResponse:
         kind = _rule_of(error).replace(".", "-")
         return problem(_status_of(error), kind, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "detail": e.get("msg", "")}
+            for e in error.errors()
+        ]
+        detail = "; ".join(f"{f['field']}: {f['detail']}" for f in fields)
+        return problem(422, "invalid-request", detail, errors=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return problem(error.status_code, "http-error", str(error.detail))
 
     async def _body(request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -203,9 +218,8 @@ def create_app(node: LedgerNode) -> FastAPI:
                 "c2sp.org/tlog-proof@v1",
                 f"index {stored.index}",
                 *(base64.b64encode(h).decode() for h in proof),
-                "",
             ]
-            text = "\n".join(lines) + checkpoint.decode()
+            text = "\n".join(lines) + "\n\n" + checkpoint.decode()  # a blank line, then the note
             return PlainTextResponse(text, media_type="text/x.tlog-proof")
         return JSONResponse(
             {
@@ -273,6 +287,11 @@ def create_app(node: LedgerNode) -> FastAPI:
             return problem(404, "lot-unknown", f"no lot {lot_id}")
         result = trace_back(state, lot_id) if direction == "back" else trace_forward(state, lot_id)
         return JSONResponse(result.to_json())
+
+    @app.get("/v1/orgs", summary="Every organisation")
+    def orgs(node: NodeDep) -> Response:
+        found = DatabaseState(node.store.engine).orgs()
+        return JSONResponse({"orgs": [org.to_json() for org in found]})
 
     @app.get("/v1/members/{member_id:path}", summary="A member")
     def member(member_id: str, node: NodeDep) -> Response:

@@ -297,6 +297,10 @@ class DatabaseState:
         row = self._one(OrgRow, OrgRow.org_id, org_id)
         return None if row is None else _org(row)
 
+    def orgs(self) -> list[Org]:
+        """Every organisation, by id."""
+        return [_org(row) for row in self._rows(OrgRow, OrgRow.org_id.is_not(None), OrgRow.org_id)]
+
     def member(self, member_id: str) -> Member | None:
         row = self._one(MemberRow, MemberRow.member_id, member_id)
         return None if row is None else _member(row)
