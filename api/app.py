@@ -13,8 +13,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.metrics import node_registry
 from ledger.encoding import parse_json
 from ledger.errors import (
     ChainError,
@@ -303,6 +305,12 @@ def create_app(node: LedgerNode) -> FastAPI:
     @app.get("/v1/status", summary="Where this node is")
     def status(node: NodeDep) -> Response:
         return JSONResponse(node.status())
+
+    registry = node_registry(node)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", summary="Liveness")
     def healthz() -> Response:

@@ -160,3 +160,14 @@ def test_export_streams_a_verifiable_chain(node: Network, tmp_path: Path) -> Non
     assert len(lines) == node.height(1) + 2
     genesis = parse_genesis((node.directory / "genesis.json").read_bytes())
     assert verify_export(export.content.splitlines(keepends=True), genesis=genesis).height >= 1
+
+
+def test_metrics(node: Network) -> None:
+    response = _get(node, "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    height = node.height(1)
+    assert f"rantai_height {float(height)}" in text
+    assert "rantai_events_committed_total" in text
+    assert "rantai_pending_events 0.0" in text
