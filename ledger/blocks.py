@@ -38,6 +38,7 @@ from ledger.keys import (
     public_key_bytes,
     sign,
     verify_job,
+    verify_public_key,
 )
 
 __all__ = [
@@ -85,6 +86,11 @@ def _str(value: Any, what: str) -> str:
     if type(value) is not str:
         raise EncodingError(f"{what} must be a string, got {value!r}")
     return value
+
+
+def _public_key(value: Any, what: str) -> bytes:
+    """A public key as hex, held to the Ed25519 policy (:func:`ledger.keys.check_public_key`)."""
+    return verify_public_key(parse_hex(value, 32, what), what)
 
 
 # --- genesis -------------------------------------------------------------------------------
@@ -146,7 +152,8 @@ def parse_genesis(value: Any) -> GenesisDocument:
     """Parse and check a genesis document (a JSON value, or its bytes or text).
 
     Raises:
-        EncodingError: anything malformed, duplicated or out of range.
+        EncodingError: anything malformed, duplicated or out of range, or a public key that
+            the Ed25519 policy refuses (:func:`ledger.keys.check_public_key`).
     """
     if isinstance(value, bytes | bytearray | str):
         value = parse_json(value)
@@ -167,7 +174,7 @@ def parse_genesis(value: Any) -> GenesisDocument:
     for position, raw in enumerate(raw_validators):
         item = require_fields(raw, _VALIDATOR_FIELDS, f"genesis.validators[{position}]")
         name = check_key_name(item["name"], f"genesis.validators[{position}].name")
-        pk = parse_hex(item["public_key"], 32, f"genesis.validators[{position}].public_key")
+        pk = _public_key(item["public_key"], f"genesis.validators[{position}].public_key")
         validators.append(Validator(name, pk))
     if len({v.name for v in validators}) != len(validators):
         raise EncodingError("genesis.validators: names must be unique")
@@ -178,7 +185,7 @@ def parse_genesis(value: Any) -> GenesisDocument:
     if type(raw_admins) is not list or not raw_admins:
         raise EncodingError("genesis.governance.admins must be a non-empty list")
     admins = tuple(
-        parse_hex(a, 32, f"genesis.governance.admins[{i}]") for i, a in enumerate(raw_admins)
+        _public_key(a, f"genesis.governance.admins[{i}]") for i, a in enumerate(raw_admins)
     )
     if len(set(admins)) != len(admins):
         raise EncodingError("genesis.governance.admins must be unique")

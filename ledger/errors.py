@@ -3,13 +3,15 @@
 Every error the ledger raises derives from :class:`LedgerError`::
 
     LedgerError
-    ├── EncodingError      bytes or JSON that break a format (JCS, hex, decimals, times, notes)
-    ├── SignatureError     a signature that does not verify, or a quorum that is not met
-    ├── RuleViolation      an event the supply-chain rules refuse (names the rule and the event)
-    ├── ProofError         a Merkle inclusion or consistency proof that does not verify
-    ├── ChainError         where a chain breaks (height, log index, event id, reason)
-    ├── StorageError       the node's database refused or lost something
-    └── ConsensusError     a consensus message or certificate that cannot be accepted
+    ├── EncodingError        bytes or JSON that break a format (JCS, hex, decimals, times, notes)
+    ├── SignatureError       a signature that does not verify, or a quorum that is not met
+    ├── RuleViolation        an event the supply-chain rules refuse (names the rule and the event)
+    ├── ProofError           a Merkle inclusion or consistency proof that does not verify
+    ├── ChainError           where a chain breaks (height, log index, event id, reason)
+    ├── StorageError         the node's database refused or lost something
+    ├── ConsensusError       a consensus message or certificate that cannot be accepted
+    ├── AuthenticationError  an HTTP request without a valid signature by a known key (names why)
+    └── ForbiddenError       an authenticated caller who may not read what it asked for
 
 ``verify_*`` functions raise one of these; ``check_*`` functions return a result object.
 Foreign exceptions are wrapped where they are met (``raise ... from e``).
@@ -18,9 +20,11 @@ Foreign exceptions are wrapped where they are met (``raise ... from e``).
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "ChainError",
     "ConsensusError",
     "EncodingError",
+    "ForbiddenError",
     "LedgerError",
     "ProofError",
     "RuleViolation",
@@ -99,3 +103,22 @@ class StorageError(LedgerError):
 
 class ConsensusError(LedgerError):
     """A consensus message, vote or certificate that cannot be accepted."""
+
+
+class AuthenticationError(LedgerError):
+    """An HTTP request that is not signed by a known, unrevoked key (RFC 9421).
+
+    Attributes:
+        reason: a stable, machine-readable reason, e.g. ``"signature-expired"`` or
+            ``"replayed"`` (the API's problem type).
+        detail: a human-readable explanation.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class ForbiddenError(LedgerError):
+    """An authenticated caller asked for something its role or organisation may not read."""

@@ -4,6 +4,13 @@ Every Rantai signature is over ``PREFIX + message`` where the prefix names the p
 (``rantai-event-v1\\n``, ``rantai-vote-v1\\n``), so a signature made for one purpose never verifies
 for another. Key ids are ``sha256(raw public key)`` in lowercase hex.
 
+Ed25519 implementations disagree on edge cases (small-order and non-canonical points, the
+cofactored or the cofactorless equation), and nodes that disagree on a signature fork. The
+policy every node applies is pinned in this module: :func:`check_public_key` says which public
+keys may be registered, :func:`_refused_signature` what is refused before OpenSSL verifies, and
+OpenSSL does the rest (``docs/ed25519-policy.md``; ``tests/vectors/test_ed25519_vectors.py``
+holds both to the C2SP CCTV edge-case vectors).
+
 This module deliberately does not generate keys or touch files: key generation needs the
 operating system's randomness and saving needs the file system, so both live in
 ``node.keystore``. Here keys are loaded from and serialised to PEM bytes.
@@ -25,9 +32,11 @@ from ledger.errors import EncodingError, SignatureError
 __all__ = [
     "EVENT_PREFIX",
     "PROPOSAL_PREFIX",
+    "SMALL_ORDER_ENCODINGS",
     "VOTE_PREFIX",
     "SignatureCheck",
     "SignatureJob",
+    "check_public_key",
     "check_signatures",
     "key_id",
     "private_key_from_pem",
@@ -36,6 +45,7 @@ __all__ = [
     "sign",
     "verify_job",
     "verify_jobs",
+    "verify_public_key",
     "verify_signature",
     "verify_signatures",
 ]
@@ -50,6 +60,142 @@ def key_id(public_key: bytes) -> str:
     if len(public_key) != 32:
         raise EncodingError(f"an Ed25519 public key is 32 bytes, got {len(public_key)}")
     return hashlib.sha256(public_key).hexdigest()
+
+
+# --- the Ed25519 policy (docs/ed25519-policy.md) --------------------------------------------
+# Pure integer arithmetic on edwards25519 (RFC 8032 §5.1): keys are registered rarely, so a
+# decompression and two scalar multiplications in Python (about a millisecond) cost nothing
+# that matters, and what is refused does not depend on what a library happens to accept.
+
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+"""The order of the prime-order subgroup; every honest key ``a·B`` lies in it."""
+_D = -121665 * pow(121666, -1, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+_Point = tuple[int, int, int, int]
+"""Extended coordinates ``(X, Y, Z, T)``: ``x = X/Z``, ``y = Y/Z``, ``x·y = T/Z``."""
+_IDENTITY: _Point = (0, 1, 1, 0)
+
+SMALL_ORDER_ENCODINGS = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        # The 8 torsion points, canonically encoded: the identity, the point of order 2, the
+        # two of order 4 and the four of order 8 ...
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        # ... and the 6 non-canonical encodings a lenient decoder maps onto them: x = 0 with
+        # the sign bit set, and y + p for y = 0 and y = 1.
+        "0100000000000000000000000000000000000000000000000000000000000080",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    )
+)
+"""Every 32-byte string that a lenient decoder reads as a point of small order."""
+
+
+def _add(p: _Point, q: _Point) -> _Point:
+    # add-2008-hwcd-3: complete on edwards25519 (a = -1, d not a square), doubling included.
+    x1, y1, z1, t1 = p
+    x2, y2, z2, t2 = q
+    a = (y1 - x1) * (y2 - x2) % _P
+    b = (y1 + x1) * (y2 + x2) % _P
+    c = 2 * _D * t1 * t2 % _P
+    d = 2 * z1 * z2 % _P
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
+
+
+def _multiply(scalar: int, point: _Point) -> _Point:
+    result = _IDENTITY
+    for bit in bin(scalar)[2:]:
+        result = _add(result, result)
+        if bit == "1":
+            result = _add(result, point)
+    return result
+
+
+def _is_identity(point: _Point) -> bool:
+    x, y, z, _ = point
+    return x % _P == 0 and (y - z) % _P == 0
+
+
+def _decode_point(encoding: bytes) -> _Point | str:
+    """RFC 8032 §5.1.3 decoding, strict: the point, or why the encoding is refused."""
+    y = int.from_bytes(encoding, "little") & ((1 << 255) - 1)
+    sign = encoding[31] >> 7
+    if y >= _P:
+        return "non-canonical encoding (y is not reduced modulo 2^255 - 19)"
+    u = (y * y - 1) % _P
+    v = (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if v * x * x % _P == (-u) % _P:
+        x = x * _SQRT_M1 % _P
+    elif v * x * x % _P != u:
+        return "not a point on the curve (x^2 has no square root)"
+    if x == 0 and sign:
+        return "non-canonical encoding (x = 0 with the sign bit set)"
+    if x & 1 != sign:
+        x = _P - x
+    return (x, y, 1, x * y % _P)
+
+
+@lru_cache(maxsize=1024)
+def check_public_key(public_key: bytes) -> str | None:
+    """Why ``public_key`` may not be registered as an Ed25519 key, or ``None`` when it may.
+
+    The one place that says which keys the ledger takes in (genesis validators and governance
+    admins; ``org.register`` admins, ``member.register`` and ``key.add`` keys). Refused: any
+    length but 32 bytes; a non-canonical encoding (``y >= p``, or ``x = 0`` with the sign bit
+    set); bytes that decode to no curve point; a point of small order (one of the 8 torsion
+    points); a point with a small-order component (outside the prime-order subgroup). A key
+    derived from a private key (``a·B``) is never refused.
+    """
+    if len(public_key) != 32:
+        return f"an Ed25519 public key is 32 bytes, got {len(public_key)}"
+    point = _decode_point(public_key)
+    if isinstance(point, str):
+        return point
+    if _is_identity(_multiply(8, point)):
+        return "a point of small order (one of the 8 torsion points)"
+    if not _is_identity(_multiply(_L, point)):
+        return "a point with a small-order component (outside the prime-order subgroup)"
+    return None
+
+
+def verify_public_key(public_key: bytes, what: str = "public key") -> bytes:
+    """``public_key``, if :func:`check_public_key` accepts it.
+
+    Raises:
+        EncodingError: naming ``what`` and why the key is refused.
+    """
+    problem = check_public_key(public_key)
+    if problem is not None:
+        raise EncodingError(f"{what} is not an acceptable Ed25519 public key: {problem}")
+    return public_key
+
+
+def _refused_signature(signature: bytes) -> str | None:
+    """Why a 64-byte signature is refused before OpenSSL looks at it, or ``None``.
+
+    ``S >= L`` OpenSSL refuses too; it is checked here so that the policy does not rest on it.
+    An ``R`` of small order OpenSSL accepts when the equation holds (only ``R`` = the identity
+    can, with a registered key); libsodium and dalek's ``verify_strict`` refuse it, and so
+    does the ledger, so that every signature it accepts is accepted by all of them.
+    """
+    if int.from_bytes(signature[32:], "little") >= _L:
+        return "S is not reduced modulo the group order"
+    if signature[:32] in SMALL_ORDER_ENCODINGS:
+        return "R is a point of small order"
+    return None
 
 
 def public_key_bytes(private_key: Ed25519PrivateKey) -> bytes:
@@ -92,13 +238,20 @@ def _load_public_key(public_key: bytes) -> Ed25519PublicKey:
 
 
 def verify_signature(public_key: bytes, prefix: bytes, message: bytes, signature: bytes) -> None:
-    """Verify one Ed25519 signature over ``prefix + message``.
+    """Verify one Ed25519 signature over ``prefix + message`` under the ledger's policy.
+
+    The signature is refused outright when :func:`_refused_signature` says so; OpenSSL checks the
+    rest with the cofactorless equation (``docs/ed25519-policy.md``). The key is not checked
+    here: :func:`check_public_key` vetted it when it was registered.
 
     Raises:
         SignatureError: the key or signature is malformed or the signature does not verify.
     """
     if len(public_key) != 32 or len(signature) != 64:
         raise SignatureError("malformed Ed25519 key or signature length")
+    refused = _refused_signature(signature)
+    if refused is not None:
+        raise SignatureError(f"signature refused: {refused}")
     try:
         _load_public_key(public_key).verify(signature, prefix + message)
     except (InvalidSignature, ValueError) as e:
@@ -110,8 +263,13 @@ SignatureJob = tuple[bytes, bytes, bytes]
 
 
 def verify_job(job: SignatureJob) -> bool:
-    """True when one :data:`SignatureJob` verifies (``signed_bytes`` includes its prefix)."""
+    """True when one :data:`SignatureJob` verifies (``signed_bytes`` includes its prefix).
+
+    The same policy as :func:`verify_signature`.
+    """
     public_key, signed, signature = job
+    if len(signature) != 64 or _refused_signature(signature) is not None:
+        return False
     try:
         _load_public_key(public_key).verify(signature, signed)
     except (InvalidSignature, ValueError):

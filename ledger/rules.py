@@ -18,7 +18,8 @@ event.future           ``created_at`` is more than 5 minutes after the block tim
 event.type             unknown event type
 event.duplicate        the same event (same id) is already in the log
 event.epcis-captured   the EPCIS event named in ``epcis`` was already captured
-event.payload          a payload field is missing, unknown or malformed (the detail names it)
+event.payload          a payload field is missing, unknown or malformed (the detail names it),
+                       a public key the Ed25519 policy refuses included (``docs/ed25519-policy.md``)
 auth.unknown-key       a signing key was never registered
 auth.revoked-key       a signing key was revoked earlier in the log
 auth.unauthorised      a signer may not sign this event
@@ -63,7 +64,7 @@ from ledger.blocks import GenesisDocument
 from ledger.encoding import format_quantity, parse_date, parse_hex, parse_quantity
 from ledger.errors import EncodingError, RuleViolation, SignatureError
 from ledger.events import MAX_EVENT_CLOCK_SKEW, Envelope
-from ledger.keys import EVENT_PREFIX, key_id, verify_signature
+from ledger.keys import EVENT_PREFIX, key_id, verify_public_key, verify_signature
 from ledger.state import (
     Certification,
     Edge,
@@ -89,7 +90,9 @@ __all__ = [
     "MutableState",
     "StateMachine",
     "apply_event",
+    "check_event_time",
     "genesis_effects",
+    "named_ids",
     "signer_keys",
     "verify_event_signatures",
 ]
@@ -210,7 +213,7 @@ def _date(value: Any, path: str) -> str:
 
 def _public_key(value: Any, path: str) -> bytes:
     try:
-        return parse_hex(value, 32, path)
+        return verify_public_key(parse_hex(value, 32, path), path)
     except EncodingError as e:
         raise _violation("event.payload", str(e)) from e
 
@@ -903,8 +906,46 @@ HANDLERS: Mapping[str, Handler] = {
 }
 
 
+def named_ids(envelope: Envelope) -> dict[str, set[str]]:
+    """The lots, shipments and EPCIS events an event's payload names, by kind.
+
+    A hint for reading state in bulk before the rules run (the rules look every one up
+    themselves): malformed payloads give whatever ids they hold, or none.
+    """
+    payload = envelope.payload
+    lots: set[str] = set()
+    for name in ("lot_id", "inputs", "outputs"):
+        value = payload.get(name)
+        for item in value if type(value) is list else [value]:
+            lot_id = item.get("lot_id") if type(item) is dict else item
+            if type(lot_id) is str:
+                lots.add(lot_id)
+    named = {"lot": lots, "shipment": set[str](), "epcis": set[str]()}
+    for kind, name in (("shipment", "shipment_id"), ("epcis", "epcis")):
+        if type(payload.get(name)) is str:
+            named[kind].add(payload[name])
+    return named
+
+
+def check_event_time(envelope: Envelope, block_time: _dt.datetime) -> None:
+    """The one rule that depends on the block's time: ``event.future``.
+
+    Raises:
+        RuleViolation: ``created_at`` is more than 5 minutes after ``block_time``.
+    """
+    if envelope.created_at - block_time > MAX_EVENT_CLOCK_SKEW:  # a sum could overflow
+        raise RuleViolation(
+            "event.future",
+            "created_at is more than 5 minutes after the block time",
+            envelope.event_id,
+        )
+
+
 def apply_event(view: StateView, envelope: Envelope, ctx: EventContext) -> Effects:
     """Check ``envelope`` against the state and return what it changes.
+
+    What an event changes depends on the state before it and its log index, never on the
+    block time, which only :func:`check_event_time` reads.
 
     Args:
         view: the state before the event (including earlier events of the same block).
@@ -918,10 +959,7 @@ def apply_event(view: StateView, envelope: Envelope, ctx: EventContext) -> Effec
         body = envelope.body
         if body["network"] != ctx.network:
             raise _violation("event.network", f"event is for network {body['network']!r}")
-        if envelope.created_at > ctx.block_time + MAX_EVENT_CLOCK_SKEW:
-            raise _violation(
-                "event.future", "created_at is more than 5 minutes after the block time"
-            )
+        check_event_time(envelope, ctx.block_time)
         kind = envelope.type
         schema = SCHEMAS.get(kind)
         if schema is None:

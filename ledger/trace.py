@@ -22,7 +22,7 @@ from ledger.encoding import format_quantity
 from ledger.errors import RuleViolation
 from ledger.state import Edge, Lot, LotStep, Shipment
 
-__all__ = ["LineageView", "Origin", "Trace", "trace_back", "trace_forward"]
+__all__ = ["LineageView", "Origin", "Trace", "parties_reached", "trace_back", "trace_forward"]
 
 _MOVES = frozenset({"lot.ship", "lot.receive"})
 _SIX_PLACES = Decimal("0.000001")
@@ -204,8 +204,26 @@ def trace_forward(view: LineageView, lot_id: str) -> Trace:
         if _creating(step, reached) or (step.type in _MOVES and step.inputs[0] in reached)
     ]
     steps.sort(key=lambda s: s.index)
+    ordered = tuple(sorted(lots, key=lambda lot: (lot.index, lot.lot_id)))
+    return Trace(lot_id, "forward", ordered, tuple(steps), (), _parties(view, lots, reached))
+
+
+def _parties(view: LineageView, lots: Iterable[Lot], reached: set[str]) -> tuple[str, ...]:
+    # A lot changes owner only on receipt, so its owners are its current owner and the senders
+    # of its shipments (the first owner shipped it first); recipients count from the shipping.
     parties = {lot.owner for lot in lots}
     for shipment in view.shipments_of(reached):
         parties.update((shipment.sender, shipment.to))
-    ordered = tuple(sorted(lots, key=lambda lot: (lot.index, lot.lot_id)))
-    return Trace(lot_id, "forward", ordered, tuple(steps), (), tuple(sorted(parties)))
+    return tuple(sorted(parties))
+
+
+def parties_reached(view: LineageView, lot_id: str) -> tuple[str, ...]:
+    """The ``parties`` of a forward trace of ``lot_id``, without its steps: every party that
+    owned or was sent ``lot_id`` or any lot made from it, sorted.
+
+    Raises:
+        RuleViolation: ``lot.unknown``.
+    """
+    _root(view, lot_id)
+    reached, _ = _walk(view, lot_id, backward=False)
+    return _parties(view, view.lots(reached), reached)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import itertools
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,9 +30,14 @@ from ledger.blocks import (
 )
 from ledger.encoding import format_time, parse_time
 from ledger.errors import ChainError, ConsensusError, LedgerError, RuleViolation
-from ledger.events import Envelope
+from ledger.events import Envelope, EventSignature
 from ledger.merkle import CompactRange, leaf_hash
-from ledger.rules import StateMachine, genesis_effects, verify_event_signatures
+from ledger.rules import (
+    StateMachine,
+    check_event_time,
+    genesis_effects,
+    verify_event_signatures,
+)
 from ledger.state import Effects, MemoryState, Overlay, StateView
 
 __all__ = [
@@ -43,6 +49,11 @@ __all__ = [
 ]
 
 _MAX_VERIFIED_CACHE = 200_000
+_MAX_OVERLAY_SLACK = 20_000
+"""Committed events whose effects the mempool's overlay may keep before it is rebuilt."""
+_SignedEvent = tuple[str, tuple[EventSignature, ...]]
+"""An event id with the signatures it carried: what a verified signature check is keyed by
+(the id covers the body only, so another copy of an event may carry other signatures)."""
 MAX_BLOCK_TIME_AHEAD = _dt.timedelta(minutes=5)
 """How far a proposed block's time may be ahead of a validator's own clock."""
 
@@ -67,6 +78,10 @@ class CommittedLedger(Protocol):
 
     def commit(self, block: Block, effects: Effects) -> None:
         """Store ``block`` (with its certificate) and ``effects`` atomically."""
+        ...
+
+    def prefetch(self, envelopes: Sequence[Envelope]) -> None:
+        """Load what the rules will read for ``envelopes`` in bulk (a hint; may do nothing)."""
         ...
 
     def certificate(self, height: int) -> CommitCertificate | None:
@@ -104,6 +119,9 @@ class MemoryLedger:
             self._log.append(leaf_hash(envelope.leaf))
         self._state.apply(effects)
         self.blocks.append(block)
+
+    def prefetch(self, envelopes: Sequence[Envelope]) -> None:
+        del envelopes  # everything is in memory already
 
     def certificate(self, height: int) -> CommitCertificate | None:
         return self.blocks[height].commit
@@ -147,8 +165,12 @@ class LedgerApplication:
         self._clock = wall_clock
         self._max_events = max_block_events
         self._pending: OrderedDict[str, Envelope] = OrderedDict()
+        self._pending_effects: dict[str, Effects] = {}
+        """What each pending event changes, after the committed state and the events before
+        it (kept while the mempool is not rebuilt; see :meth:`_mempool_effects`)."""
         self._overlay = Overlay(ledger.state)
-        self._verified: set[str] = set()
+        self._verified: set[_SignedEvent] = set()
+        self._validated: tuple[str, str, Effects] | None = None
 
     # --- the mempool ---------------------------------------------------------------------
 
@@ -183,27 +205,77 @@ class LedgerApplication:
             RuleViolation: the rules refuse it after the committed state and pending events.
             SignatureError: a signature does not verify.
         """
-        event_id = envelope.event_id
+        admission = self._known(envelope.event_id)
+        if admission is not None:
+            return admission
+        self._check_signatures(envelope, self._overlay)
+        machine = StateMachine(self._genesis, self._overlay)
+        effects = machine.apply(envelope, self.ledger.log.size + len(self._pending), self._now())
+        self._pending[envelope.event_id] = envelope
+        self._pending_effects[envelope.event_id] = effects
+        return Admission(envelope.event_id, "pending")
+
+    def submit_batch(
+        self, envelopes: Sequence[Envelope], *, admit: bool = True
+    ) -> tuple[list[Admission], list[tuple[int, Envelope, LedgerError]]]:
+        """Admit a whole batch or nothing: each event checked after the earlier ones.
+
+        Args:
+            envelopes: the batch.
+            admit: False to only check it (the mempool is left as it was).
+
+        Returns:
+            Each event's admission and, if any event is refused, every refusal with its
+            position (and then nothing was admitted).
+        """
+        self.ledger.prefetch(envelopes)
+        trial = Overlay(self._overlay)
+        machine = StateMachine(self._genesis, trial)
+        index = self.ledger.log.size + len(self._pending)
+        moment = self._now()
+        admissions: list[Admission] = []
+        refused: list[tuple[int, Envelope, LedgerError]] = []
+        admitted: dict[str, Envelope] = {}
+        effects: dict[str, Effects] = {}
+        for position, envelope in enumerate(envelopes):
+            event_id = envelope.event_id
+            known = self._known(event_id)
+            if known is not None or event_id in admitted:
+                admissions.append(known or Admission(event_id, "pending"))
+                continue
+            try:
+                self._check_signatures(envelope, trial)
+                effects[event_id] = machine.apply(envelope, index, moment)
+            except LedgerError as e:
+                refused.append((position, envelope, e))
+                continue
+            index += 1
+            admitted[event_id] = envelope
+            admissions.append(Admission(event_id, "pending"))
+        if admit and not refused:
+            self._overlay.apply(trial.pending)
+            self._pending.update(admitted)
+            self._pending_effects.update(effects)
+        return admissions, refused
+
+    def _known(self, event_id: str) -> Admission | None:
         if event_id in self._pending:
             return Admission(event_id, "pending")
         if self.ledger.state.event_index(event_id) is not None:
             return Admission(event_id, "committed")
-        self._check_signatures(envelope, self._overlay)
-        machine = StateMachine(self._genesis, self._overlay)
-        machine.apply(envelope, self.ledger.log.size + len(self._pending), self._now())
-        self._pending[event_id] = envelope
-        return Admission(event_id, "pending")
+        return None
 
     def _check_signatures(self, envelope: Envelope, view: StateView) -> None:
-        """Verify the signatures once per event (the rules recheck who signed every time).
+        """Verify each signed copy of an event once (the rules recheck who signed every time).
 
         A key id is the hash of its public key, so a signature that verified once verifies
         again; whether its key is registered and unrevoked depends on ``view`` and is what
         the rules check on every application.
         """
-        if envelope.event_id not in self._verified:
+        signed = (envelope.event_id, envelope.sigs)
+        if signed not in self._verified:
             verify_event_signatures(view, envelope)
-            self._verified.add(envelope.event_id)
+            self._verified.add(signed)
 
     def _now(self) -> _dt.datetime:
         moment = self._clock().astimezone(_dt.UTC)
@@ -238,6 +310,7 @@ class LedgerApplication:
             tree_size=log.size,
             tree_root=log.root().hex(),
         )
+        self._validated = (head.block_hash, header.block_hash, overlay.pending)
         return Block(header, tuple(chosen), None)
 
     def validate_block(self, block: Block) -> None:
@@ -250,8 +323,18 @@ class LedgerApplication:
         self.effects_of(block)
 
     def effects_of(self, block: Block) -> Effects:
-        """Check ``block`` like :meth:`validate_block` and return what it changes."""
+        """Check ``block`` like :meth:`validate_block` and return what it changes.
+
+        The answer for the last block checked on the current head is kept: a block is checked
+        when it is proposed and again when it is committed, and its hash pins its header, whose
+        ``tree_root`` pins every event with its signatures.
+        """
         head = self.ledger.head
+        if self._validated is not None and self._validated[:2] == (
+            head.block_hash,
+            block.header.block_hash,
+        ):
+            return self._validated[2]
         header = block.header
         height = head.height + 1
         if header.height != height or header.prev != head.block_hash:
@@ -267,16 +350,46 @@ class LedgerApplication:
             raise ChainError("the block's time is too far in the future", height=height)
         if header.event_count != len(block.events):
             raise ChainError("event_count does not match the events", height=height)
-        overlay = Overlay(self.ledger.state)
-        machine = StateMachine(self._genesis, overlay)
         log = self.ledger.log.copy()
         for envelope in block.events:
-            self._check_signatures(envelope, overlay)
-            machine.apply(envelope, log.size, block_time)
             log.append(leaf_hash(envelope.leaf))
         if header.tree_size != log.size or header.tree_root != log.root().hex():
             raise ChainError("tree_size/tree_root do not match the events", height=height)
-        return overlay.pending
+        effects = self._mempool_effects(block.events, block_time)
+        if effects is None:
+            self.ledger.prefetch(block.events)
+            overlay = Overlay(self.ledger.state)
+            machine = StateMachine(self._genesis, overlay)
+            for index, envelope in enumerate(block.events, start=head.tree_size):
+                self._check_signatures(envelope, overlay)
+                machine.apply(envelope, index, block_time)
+            effects = overlay.pending
+        self._validated = (head.block_hash, header.block_hash, effects)
+        return effects
+
+    def _mempool_effects(
+        self, events: Sequence[Envelope], block_time: _dt.datetime
+    ) -> Effects | None:
+        """The effects of ``events`` as the mempool already computed them, if it can tell.
+
+        It can when they are the first pending events, in order, with the same signatures:
+        each was checked (signatures and rules) after the committed state and the ones before
+        it, at the log index the block gives it, and only ``event.future`` depends on the
+        block's time, which is checked here.
+
+        Raises:
+            RuleViolation: ``event.future`` for this block's time.
+        """
+        leading = itertools.islice(self._pending.values(), len(events))
+        if [(e.event_id, e.sigs) for e in leading] != [(e.event_id, e.sigs) for e in events]:
+            return None
+        if any(e.event_id not in self._pending_effects for e in events):
+            return None
+        effects = Effects()
+        for envelope in events:
+            check_event_time(envelope, block_time)
+            effects.merge(self._pending_effects[envelope.event_id])
+        return effects
 
     def last_commit(self) -> CommitCertificate | None:
         """The certificate held for the committed head (proposals carry it)."""
@@ -309,18 +422,37 @@ class LedgerApplication:
                     self.ledger.replace_certificate(head.height, parent_certificate)
         effects = self.effects_of(block)
         self.ledger.commit(Block(block.header, block.events, certificate), effects)
+        self._validated = None
+        leading = [
+            (e.event_id, e.sigs)
+            for e in itertools.islice(self._pending.values(), len(block.events))
+        ]
         for envelope in block.events:
             self._pending.pop(envelope.event_id, None)
-            self._verified.discard(envelope.event_id)
+            self._pending_effects.pop(envelope.event_id, None)
+            self._verified.discard((envelope.event_id, envelope.sigs))
         if len(self._verified) > _MAX_VERIFIED_CACHE:  # proposals that never committed
             self._verified.clear()
-        self._readmit()
+        if leading != [(e.event_id, e.sigs) for e in block.events] or self._overlay_outgrown():
+            self._readmit()
         return effects
+
+    def _overlay_outgrown(self) -> bool:
+        """Has the mempool's overlay kept too many committed events' effects?
+
+        When a block holds exactly the first pending events, in order, the overlay needs no
+        rebuilding: each remaining event was checked on top of those same events at the same
+        log indexes (effects do not depend on the block time), so the overlay already shows
+        the new committed state with the remaining events applied. The committed events'
+        effects stay in it, shadowing equal committed values, until it is rebuilt.
+        """
+        return len(self._overlay.pending.events) > 2 * len(self._pending) + _MAX_OVERLAY_SLACK
 
     def _readmit(self) -> None:
         """Rebuild the pending overlay on the new committed state, dropping what no longer fits."""
         waiting = list(self._pending.values())
         self._pending.clear()
+        self._pending_effects.clear()
         self._overlay = Overlay(self.ledger.state)
         for envelope in waiting:
             try:

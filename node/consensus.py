@@ -60,6 +60,7 @@ __all__ = [
     "SignedState",
     "Timeouts",
     "Vote",
+    "block_wire",
     "parse_message",
 ]
 
@@ -129,17 +130,19 @@ class Proposal:
         """What the signature covers, after :attr:`prefix`."""
         return proposal_bytes(network, self.height, self.round, self.pol_round, self.block_hash)
 
-    def to_json(self) -> dict[str, Any]:
-        """The wire form (the block travels with its events, without a certificate)."""
+    def to_json(self, *, with_block: bool = True) -> dict[str, Any]:
+        """The wire form (the block travels with its events, without a certificate).
+
+        Args:
+            with_block: False to give only the block's hash in ``block`` (for storing a
+                proposal apart from its block; not a valid message).
+        """
         return {
             "kind": "proposal",
             "height": self.height,
             "round": self.round,
             "pol_round": self.pol_round,
-            "block": {
-                "header": self.block.header.to_json(),
-                "events": [e.to_json() for e in self.block.events],
-            },
+            "block": block_wire(self.block) if with_block else self.block_hash,
             "node": self.node,
             "sig": self.sig.hex(),
             "last_commit": None if self.last_commit is None else self.last_commit.to_json(),
@@ -147,6 +150,12 @@ class Proposal:
 
 
 Message = Vote | Proposal
+
+
+def block_wire(block: Block) -> dict[str, Any]:
+    """A proposed block on the wire: its header and events (no certificate)."""
+    return {"header": block.header.to_json(), "events": [e.to_json() for e in block.events]}
+
 
 _VOTE_FIELDS = frozenset({"kind", "type", "height", "round", "block_hash", "node", "sig"})
 _PROPOSAL_FIELDS = frozenset(

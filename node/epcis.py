@@ -33,11 +33,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from types import ModuleType
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
-
-from epcis_event_hash_generator import file_document_loader, hash_generator, json_to_py
-from pyld import jsonld  # type: ignore[import-untyped]
 
 from ledger.encoding import format_quantity, parse_date, parse_json, parse_time
 from ledger.errors import EncodingError, RuleViolation
@@ -510,8 +508,20 @@ def _context_prefixes(context: Any, where: str = "@context") -> dict[str, str]:
     return prefixes
 
 
-_package_loader = file_document_loader.file_document_loader()
 _loaded_contexts: dict[str, Any] = {}
+
+
+@functools.cache
+def _hashing() -> tuple[ModuleType, ModuleType, ModuleType, Any]:
+    """``hash_generator``, ``json_to_py`` and ``jsonld``, and the package's context loader.
+
+    Imported on first use: the packages (and the JSON-LD machinery under them) cost a node
+    about 20 MB, and most nodes never hash an EPCIS event.
+    """
+    from epcis_event_hash_generator import file_document_loader, hash_generator, json_to_py
+    from pyld import jsonld  # type: ignore[import-untyped]
+
+    return hash_generator, json_to_py, jsonld, file_document_loader.file_document_loader()
 
 
 def _offline_document_loader(url: str, options: Any = None) -> dict[str, Any]:
@@ -520,6 +530,7 @@ def _offline_document_loader(url: str, options: Any = None) -> dict[str, Any]:
     Each context file is read once (through the package's own loader, which never goes to the
     network for these URLs) and handed out as a fresh copy.
     """
+    _, _, jsonld, package_loader = _hashing()
     target = _CONTEXT_COPIES.get(url) if type(url) is str else None
     if target is None:
         raise jsonld.JsonLdError(
@@ -528,7 +539,7 @@ def _offline_document_loader(url: str, options: Any = None) -> dict[str, Any]:
             code="loading document failed",
         )
     if target not in _loaded_contexts:
-        _loaded_contexts[target] = _package_loader(target)["document"]
+        _loaded_contexts[target] = package_loader(target)["document"]
     return {
         "contentType": "application/ld+json",
         "contextUrl": None,
@@ -555,6 +566,7 @@ def _prehash(event: Mapping[str, Any], context: Any) -> str:
     document into the next, the join string) and mutates its input, so every call gets a fresh
     deep copy, a cleared namespace table and our offline document loader.
     """
+    hash_generator, json_to_py, jsonld, _ = _hashing()
     document = copy.deepcopy(
         {"@context": context, "type": "EPCISDocument", "epcisBody": {"eventList": [event]}}
     )
@@ -592,7 +604,7 @@ def event_hash_id(epcis_event: Mapping[str, Any], context: Any) -> str:
     _context_prefixes(context)
     try:
         prehash = _prehash(epcis_event, context)
-        hashes = hash_generator.calculate_hashes_from_pre_hashes([prehash], "sha256")
+        hashes = _hashing()[0].calculate_hashes_from_pre_hashes([prehash], "sha256")
     except EpcisError:
         raise
     except Exception as e:  # a foreign library met hostile input: wrap whatever it raised
@@ -1110,7 +1122,7 @@ class _EventReader:
             if name not in event:
                 raise self.error(f".{name}", "is missing")
         event_time = _parse_event_time(event["eventTime"], self.path(".eventTime"))
-        if event_time > capture_time + MAX_EVENT_CLOCK_SKEW:
+        if event_time - capture_time > MAX_EVENT_CLOCK_SKEW:  # a sum overflows near year 9999
             raise self.error(".eventTime", "lies more than 5 minutes after the capture time")
         offset = event["eventTimeZoneOffset"]
         if type(offset) is not str or _OFFSET.fullmatch(offset) is None:

@@ -12,6 +12,7 @@ replaces the stored state with the replayed one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, bindparam, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -56,6 +57,7 @@ from node.models import (
     ShipmentRow,
     StepLotRow,
     StepRow,
+    insert_rows,
 )
 
 if TYPE_CHECKING:
@@ -153,12 +155,17 @@ def _step(row: StepRow) -> LotStep:
     )
 
 
+def _json_list(items: list[Any]) -> str:
+    """A list as JSON text (most are empty; ``json.dumps`` costs microseconds per call)."""
+    return json.dumps(items) if items else "[]"
+
+
 def _replace(session: Session, model: Any, key: Any, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` (attribute names as keys), replacing rows with the same primary key."""
     if not rows:
         return
     session.execute(delete(model).where(key.in_([row[key.key] for row in rows])))
-    session.execute(insert(model), rows)
+    insert_rows(session, model, rows)
 
 
 def write_effects(session: Session, effects: Effects) -> None:
@@ -193,7 +200,7 @@ def write_effects(session: Session, effects: Effects) -> None:
         [
             {
                 **lot.to_json(),
-                "certifications": json.dumps([c.to_json() for c in lot.certifications]),
+                "certifications": _json_list([c.to_json() for c in lot.certifications]),
             }
             for lot in effects.lots.values()
         ],
@@ -205,31 +212,38 @@ def write_effects(session: Session, effects: Effects) -> None:
         [s.to_json() for s in effects.shipments.values()],
     )
     if effects.edges:
-        session.execute(insert(EdgeRow), [e.to_json() for e in effects.edges])
+        insert_rows(session, EdgeRow, [e.to_json() for e in effects.edges])
     if effects.epcis:
-        session.execute(
-            insert(EpcisEventRow),
+        insert_rows(
+            session,
+            EpcisEventRow,
             [{"epcis_hash": h, "index": i} for h, i in effects.epcis.items()],
         )
     if effects.steps:
-        session.execute(
-            insert(StepRow),
+        insert_rows(
+            session,
+            StepRow,
             [
                 {
                     **s.to_json(),
-                    "inputs": json.dumps(list(s.inputs)),
-                    "outputs": json.dumps(list(s.outputs)),
+                    "inputs": _json_list(list(s.inputs)),
+                    "outputs": _json_list(list(s.outputs)),
                 }
                 for s in effects.steps
             ],
         )
-        session.execute(
-            insert(StepLotRow),
+        insert_rows(
+            session,
+            StepLotRow,
             [{"lot_id": lot_id, "index": s.index} for s in effects.steps for lot_id in s.lots],
         )
 
 
 # --- reading -------------------------------------------------------------------------------
+
+
+_MAX_IN = 900
+"""The most values one ``IN (…)`` list takes (well below every backend's parameter limit)."""
 
 
 class _Row(dict[str, Any]):
@@ -275,13 +289,25 @@ class DatabaseState:
     def _one(self, model: Any, key: Any, value: str) -> Any:
         return next(iter(self._rows(model, key == value)), None)
 
-    def _many(self, model: Any, key: Any, values: Iterable[str], order: Any = None) -> list[Any]:
-        wanted = list(dict.fromkeys(values))
-        if not wanted:
-            return []
-        return self._rows(model, key.in_(wanted), order)
+    def _many(self, model: Any, key: Any, values: Iterable[Any], order: Any = None) -> list[Any]:
+        """Rows whose ``key`` is one of ``values``, in bounded ``IN`` lists, sorted by ``order``.
 
-    def _rows(self, model: Any, condition: Any, order: Any = None) -> list[Any]:
+        The list is one expanding parameter, so the statement is built and cached once
+        whatever the number of values.
+        """
+        wanted = list(dict.fromkeys(values))
+        rows: list[Any] = []
+        condition = key.in_(bindparam("values", expanding=True))
+        for start in range(0, len(wanted), _MAX_IN):
+            chunk = {"values": wanted[start : start + _MAX_IN]}
+            rows.extend(self._rows(model, condition, order, chunk))
+        if order is not None and len(wanted) > _MAX_IN:
+            rows.sort(key=lambda row: row[order.key])
+        return rows
+
+    def _rows(
+        self, model: Any, condition: Any, order: Any = None, parameters: Any = None
+    ) -> list[Any]:
         """Rows of ``model`` by SQLAlchemy Core (no ORM session: a lookup is on the hot path),
         with the model's attribute names as keys."""
         query = _SELECT_ALL[model].where(condition)
@@ -289,7 +315,8 @@ class DatabaseState:
             query = query.order_by(order)
         try:
             with self._engine.connect() as connection:
-                return [_Row(row) for row in connection.execute(query).mappings()]
+                result = connection.execute(query, parameters)
+                return [_Row(row) for row in result.mappings()]
         except SQLAlchemyError as e:
             raise StorageError(f"cannot read {model.__tablename__}: {e}") from e
 
@@ -349,6 +376,25 @@ class DatabaseState:
 
     def lots(self, lot_ids: Iterable[str]) -> list[Lot]:
         return [_lot(row) for row in self._many(LotRow, LotRow.lot_id, lot_ids)]
+
+    def shipments(self, shipment_ids: Iterable[str]) -> list[Shipment]:
+        """The shipments with these ids that exist."""
+        rows = self._many(ShipmentRow, ShipmentRow.shipment_id, shipment_ids)
+        return [_shipment(row) for row in rows]
+
+    def event_indexes(self, event_ids: Iterable[str]) -> dict[str, int]:
+        """The log index of each of these events that is committed."""
+        keys = []
+        for event_id in event_ids:
+            with contextlib.suppress(ValueError):
+                keys.append(bytes.fromhex(event_id))
+        rows = self._many(EventRow, EventRow.event_id, keys)
+        return {row.event_id.hex(): int(row.index) for row in rows}
+
+    def epcis_indexes(self, epcis_hashes: Iterable[str]) -> dict[str, int]:
+        """The log index of each of these EPCIS events that was captured."""
+        rows = self._many(EpcisEventRow, EpcisEventRow.epcis_hash, epcis_hashes)
+        return {row.epcis_hash: int(row.index) for row in rows}
 
     def shipments_of(self, lot_ids: Iterable[str]) -> list[Shipment]:
         return [_shipment(r) for r in self._many(ShipmentRow, ShipmentRow.lot_id, lot_ids)]
@@ -472,7 +518,7 @@ class CachedState:
     never stale. Each cache keeps its most recently used entries, up to ``capacity``.
     """
 
-    def __init__(self, database: DatabaseState, capacity: int = 100_000) -> None:
+    def __init__(self, database: DatabaseState, capacity: int = 20_000) -> None:
         self._database = database
         self._capacity = capacity
         self._caches: dict[str, OrderedDict[str, Any]] = {
@@ -495,6 +541,33 @@ class CachedState:
         cache.move_to_end(identifier)
         if len(cache) > self._capacity:
             cache.popitem(last=False)
+
+    def prefetch(self, event_ids: Iterable[str], named: dict[str, set[str]]) -> None:
+        """Read into the caches, one query per kind, whatever of these is not cached yet.
+
+        Args:
+            event_ids: events to look up (new ones are not in the log: cached as missing).
+            named: ``lot``, ``shipment`` and ``epcis`` ids (see :func:`ledger.rules.named_ids`).
+        """
+        database = self._database
+
+        def load(kind: str, wanted: Iterable[str], found: dict[str, Any]) -> None:
+            for identifier in wanted:
+                self._put(kind, identifier, found.get(identifier))
+
+        def missing(kind: str, identifiers: Iterable[str]) -> list[str]:
+            cache = self._caches[kind]
+            return [i for i in dict.fromkeys(identifiers) if i not in cache]
+
+        if wanted := missing("event", event_ids):
+            load("event", wanted, database.event_indexes(wanted))
+        if wanted := missing("lot", named.get("lot", ())):
+            load("lot", wanted, {lot.lot_id: lot for lot in database.lots(wanted)})
+        if wanted := missing("shipment", named.get("shipment", ())):
+            found = {s.shipment_id: s for s in database.shipments(wanted)}
+            load("shipment", wanted, found)
+        if wanted := missing("epcis", named.get("epcis", ())):
+            load("epcis", wanted, database.epcis_indexes(wanted))
 
     def apply(self, effects: Effects) -> None:
         """Take a committed block's effects into the caches."""

@@ -14,8 +14,24 @@ Tables:
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from collections.abc import Sequence
+from functools import cache
+from typing import Any, cast
+
+from sqlalchemy import (
+    BigInteger,
+    Dialect,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    insert,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from ledger.errors import StorageError
 
 __all__ = [
     "Base",
@@ -34,6 +50,7 @@ __all__ = [
     "ShipmentRow",
     "StepLotRow",
     "StepRow",
+    "insert_rows",
     "node_key",
 ]
 
@@ -43,6 +60,44 @@ _LEVEL_BITS = 6
 def node_key(level: int, index: int) -> int:
     """The primary key of Merkle node ``(level, index)``: ``index << 6 | level``."""
     return (index << _LEVEL_BITS) | level
+
+
+@cache
+def _insert_statement(
+    model: type[Base], dialect: Dialect
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``INSERT`` of every column of ``model`` in ``dialect``'s SQL, and its parameters as
+    ``(bind name, attribute name)`` pairs (in order, for a positional driver)."""
+    attribute = {attr.columns[0].key: attr.key for attr in model.__mapper__.column_attrs}
+    compiled = insert(cast(Table, model.__table__)).compile(
+        dialect=dialect, column_keys=list(attribute)
+    )
+    binds = compiled.positiontup if dialect.positional else list(compiled.params)
+    if binds is None:
+        raise StorageError(f"cannot compile an INSERT into {model.__tablename__}")
+    return str(compiled), tuple((name, attribute[name]) for name in binds)
+
+
+def insert_rows(session: Session, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
+    """``INSERT`` rows given by attribute name (every column), as one driver ``executemany``.
+
+    The statement is compiled once per table and dialect: SQLAlchemy's per-row parameter
+    processing (and the ORM's bulk path, several times more) would cost more than the rows'
+    I/O, and block writes are on a node's hot path. Values are plain ``str``, ``int``,
+    ``bytes`` or ``None``, which every driver takes as they are; no column has a default.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    sql, params = _insert_statement(model, connection.dialect)
+    attributes = [a for _, a in params]
+    if connection.dialect.positional:
+        connection.exec_driver_sql(sql, [tuple(map(row.get, attributes)) for row in rows])
+    else:
+        binds = [b for b, _ in params]
+        connection.exec_driver_sql(
+            sql, [dict(zip(binds, map(row.get, attributes), strict=True)) for row in rows]
+        )
 
 
 class Base(DeclarativeBase):

@@ -50,14 +50,14 @@ from ledger.checkpoint import (
     sign_checkpoint,
     verify_note,
 )
-from ledger.encoding import canonical
+from ledger.encoding import canonical, format_time, parse_hex
 from ledger.errors import EncodingError, LedgerError, StorageError
 from ledger.events import Envelope, parse_envelope
 from ledger.keys import key_id, public_key_bytes
 from ledger.merkle import CompactRange
-from ledger.rules import StateMachine, verify_event_signatures
-from ledger.state import Effects, Overlay, StateView
-from node.application import Admission, LedgerApplication
+from ledger.rules import named_ids
+from ledger.state import Effects, StateView
+from node.application import LedgerApplication
 from node.consensus import (
     Action,
     Broadcast,
@@ -70,17 +70,21 @@ from node.consensus import (
     SignedState,
     Timeouts,
     Vote,
+    block_wire,
     parse_message,
 )
+from node.httpsig import sign_request
 from node.ledger_state import CachedState, DatabaseState
 from node.models import CheckpointRow, MetaRow
 from node.store import Store
 
-__all__ = ["LedgerNode", "Peer", "StoreLedger", "SubmitResult"]
+__all__ = ["BatchRefusedError", "LedgerNode", "Peer", "StoreLedger", "SubmitResult"]
 
 log = logging.getLogger("rantai.node")
 
 _SIGNED_STATE_KEY = "consensus-signed"
+_SIGNED_BLOCKS_KEY = "consensus-signed-blocks"
+_PROBE_KEY = "storage-probe"
 _EVIDENCE_KEY = "consensus-evidence"
 _CATCH_UP_BATCH = 64
 _PEER_BATCH = 256
@@ -114,6 +118,13 @@ class StoreLedger:
         self._state.apply(effects)
         self._head = block.header
 
+    def prefetch(self, envelopes: Sequence[Envelope]) -> None:
+        named: dict[str, set[str]] = {"lot": set(), "shipment": set(), "epcis": set()}
+        for envelope in envelopes:
+            for kind, ids in named_ids(envelope).items():
+                named[kind] |= ids
+        self._state.prefetch([e.event_id for e in envelopes], named)
+
     def certificate(self, height: int) -> CommitCertificate | None:
         return self.store.certificate(height)
 
@@ -124,30 +135,45 @@ class StoreLedger:
 # --- persisted signing state ---------------------------------------------------------------
 
 
-def _signed_to_json(state: SignedState) -> dict[str, Any]:
-    def block_json(block: Block | None) -> dict[str, Any] | None:
-        return None if block is None else block.to_json()
+def _signed_to_json(state: SignedState) -> tuple[dict[str, Any], dict[str, Block]]:
+    """The persisted form of ``state``, with blocks named by hash, and those blocks.
 
-    return {
+    Blocks are stored apart because they are large and change rarely within a height, while
+    the votes around them change at every step.
+    """
+    blocks: dict[str, Block] = {}
+
+    def ref(block: Block | None) -> str | None:
+        if block is None:
+            return None
+        blocks[block.header.block_hash] = block
+        return block.header.block_hash
+
+    for proposal in state.proposals.values():
+        ref(proposal.block)
+    value = {
         "height": state.height,
         "votes": [v.to_json() for v in state.votes.values()],
-        "proposals": [p.to_json() for p in state.proposals.values()],
+        "proposals": [p.to_json(with_block=False) for p in state.proposals.values()],
         "locked_round": state.locked_round,
-        "locked_block": block_json(state.locked_block),
+        "locked_block": ref(state.locked_block),
         "valid_round": state.valid_round,
-        "valid_block": block_json(state.valid_block),
+        "valid_block": ref(state.valid_block),
         "valid_votes": [v.to_json() for v in state.valid_votes],
     }
+    return value, blocks
 
 
-def _signed_from_json(value: dict[str, Any]) -> SignedState:
-    votes = [parse_message(v) for v in value["votes"]]
-    proposals = [parse_message(p) for p in value["proposals"]]
-    valid_votes = [parse_message(v) for v in value["valid_votes"]]
-
+def _signed_from_json(value: dict[str, Any], blocks: dict[str, Any]) -> SignedState:
     def block_of(raw: Any) -> Block | None:
-        return None if raw is None else parse_block(raw)
+        return None if raw is None else parse_block({**blocks[raw], "commit": None})
 
+    def proposal_of(raw: dict[str, Any]) -> Any:
+        return parse_message({**raw, "block": blocks[raw["block"]]})
+
+    votes = [parse_message(v) for v in value["votes"]]
+    proposals = [proposal_of(p) for p in value["proposals"]]
+    valid_votes = [parse_message(v) for v in value["valid_votes"]]
     return SignedState(
         height=value["height"],
         votes={(v.round, v.type): v for v in votes if isinstance(v, Vote)},
@@ -175,9 +201,19 @@ class Peer:
 @dataclass
 class _PeerLink:
     peer: Peer
-    outbox: asyncio.Queue[tuple[str, dict[str, Any]]] = field(default_factory=asyncio.Queue)
+    outbox: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    """Items ready for the wire: each encoded once, whatever the number of peers."""
     connected: bool = False
     height: int = 0
+
+
+class BatchRefusedError(LedgerError):
+    """A batch was refused: ``refused`` holds each refused event's position, envelope, error."""
+
+    def __init__(self, refused: list[tuple[int, Envelope, LedgerError]]) -> None:
+        first = refused[0][2]
+        super().__init__(f"{len(refused)} event(s) refused, the first: {first}")
+        self.refused = refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,14 +255,21 @@ class LedgerNode:
         self.app = LedgerApplication(
             genesis, self.ledger, self.node_id, self._wall_clock, max_block_events
         )
+        self._timeouts = timeouts
+        self.fault: str | None = None
+        """Why the last write failed, while the node cannot store (see :meth:`_fault`)."""
         signed = self._load_signed()
         self.consensus = Consensus(
             genesis, private_key, self.app, self.ledger.head.height + 1, signed, timeouts
         )
         self.evidence: list[dict[str, Any]] = self._load_evidence()
+        self._persisted_blocks: set[str] | None = None
         self._links = {p.key_id: _PeerLink(p) for p in peers}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._cosignatures: dict[int, dict[str, NoteSignature]] = {}
+        self._note_verifiers = {v.name: v for v in genesis.note_verifiers}
+        newest = self.checkpoint()
+        self._newest_checkpoint = -1 if newest is None else int(newest.split(b"\n")[1])
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._catching_up = False
@@ -276,19 +319,64 @@ class LedgerNode:
     # --- carrying out consensus actions --------------------------------------------------
 
     def _act(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Persist):
-                self._save_meta(_SIGNED_STATE_KEY, _signed_to_json(action.state))
-            elif isinstance(action, Broadcast):
-                self._broadcast("message", action.message.to_json())
-            elif isinstance(action, Commit):
-                self._commit(action.block, action.certificate, action.parent_certificate)
-            elif isinstance(action, CatchUp):
-                self._start_catch_up()
-            elif isinstance(action, Evidence):
-                self.evidence.append(action.to_json())
-                self._save_meta(_EVIDENCE_KEY, self.evidence)
+        """Carry out consensus actions in order; a storage fault drops the rest of them.
+
+        What follows a failed write must not happen: a vote whose persisting failed is never
+        sent, and nothing after a block that could not be stored runs (see :meth:`_fault`).
+        """
+        if self.fault is not None:
+            return
+        try:
+            for action in actions:
+                if isinstance(action, Persist):
+                    self._persist_signed(action.state)
+                elif isinstance(action, Broadcast):
+                    self._broadcast("message", action.message.to_json())
+                elif isinstance(action, Commit):
+                    self._commit(action.block, action.certificate, action.parent_certificate)
+                elif isinstance(action, CatchUp):
+                    self._start_catch_up()
+                elif isinstance(action, Evidence):
+                    self.evidence.append(action.to_json())
+                    self._save_meta({_EVIDENCE_KEY: self.evidence})
+        except StorageError as e:
+            self._fault(e)
         self._wake.set()
+
+    # --- storage faults ------------------------------------------------------------------
+
+    def _fault(self, error: StorageError) -> None:
+        """A write failed (disk full, read-only database…): stop taking part in consensus.
+
+        Every write is one transaction, so nothing partial was stored. The node keeps
+        serving reads and answers writes with ``503`` until :meth:`_recover` succeeds.
+        """
+        if self.fault is None:
+            log.error("storage fault; not voting until writes succeed again: %s", error)
+        self.fault = str(error)
+
+    def _recover(self) -> None:
+        """Try a write; once one succeeds, rejoin consensus from the stored head.
+
+        The consensus machine is rebuilt from the database exactly as after a restart (the
+        votes it had persisted included), so whatever it held in memory beyond the failed
+        write — a vote never persisted, a block never stored — is forgotten, never sent.
+        """
+        try:
+            self._save_meta({_PROBE_KEY: format_time(self._wall_clock().replace(microsecond=0))})
+            signed = self._load_signed()
+        except StorageError as e:
+            self.fault = str(e)
+            return
+        height = self.ledger.head.height + 1
+        if signed is not None and signed.height != height:
+            signed = None
+        self.consensus = Consensus(
+            self.genesis, self._key, self.app, height, signed, self._timeouts
+        )
+        self.fault = None
+        log.warning("storage writes succeed again; rejoining consensus at height %d", height)
+        self._act(self.consensus.start(self._monotonic()))
 
     def _commit(
         self,
@@ -306,24 +394,40 @@ class LedgerNode:
         self._cosign(header)
 
     def _broadcast(self, kind: str, payload: dict[str, Any]) -> None:
+        item = json.dumps({"kind": kind, "body": payload}, separators=(",", ":")).encode()
         for link in self._links.values():
-            link.outbox.put_nowait((kind, payload))
+            link.outbox.put_nowait(item)
 
     # --- peers ---------------------------------------------------------------------------
+
+    def _request_signature(
+        self, method: str, url: str | httpx.URL, body: bytes = b""
+    ) -> dict[str, str]:
+        """RFC 9421 headers that sign a request to a peer with the validator key (a peer's
+        inbox, status and export answer validators only: ``api.access``)."""
+        target = httpx.URL(url).raw_path.decode("ascii")
+        created = int(self._wall_clock().timestamp())
+        return sign_request(method, target, body, self._key, self.node_id, created)
 
     async def _sender(self, link: _PeerLink) -> None:
         backoff = 0.1
         while not self._stopped:
-            first = await link.outbox.get()
-            batch = [first]
+            batch = [await link.outbox.get()]
             while not link.outbox.empty() and len(batch) < _PEER_BATCH:
                 batch.append(link.outbox.get_nowait())
-            body = {"from": self.node_id, "items": [{"kind": k, "body": b} for k, b in batch]}
+            body = b'{"from":"%s","items":[%s]}' % (self.node_id.encode(), b",".join(batch))
             while not self._stopped:
                 try:
                     assert self._client is not None
                     url = f"{link.peer.url}/v1/peer/inbox"
-                    response = await self._client.post(url, json=body)
+                    response = await self._client.post(
+                        url,
+                        content=body,
+                        headers={
+                            "content-type": "application/json",
+                            **self._request_signature("POST", url, body),
+                        },
+                    )
                     response.raise_for_status()
                     link.connected = True
                     backoff = 0.1
@@ -339,10 +443,15 @@ class LedgerNode:
         """Ask peers their height now and then; fall behind by a block and we catch up."""
         while not self._stopped:
             await asyncio.sleep(1.0)
+            if self.fault is not None:
+                self._recover()
             for link in self._links.values():
                 try:
                     assert self._client is not None
-                    response = await self._client.get(f"{link.peer.url}/v1/status", timeout=2.0)
+                    url = f"{link.peer.url}/v1/status"
+                    response = await self._client.get(
+                        url, timeout=2.0, headers=self._request_signature("GET", url)
+                    )
                     link.height = int(response.json()["height"])
                     link.connected = True
                 except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError):
@@ -357,15 +466,22 @@ class LedgerNode:
         Malformed or unauthentic items are dropped one by one (a peer cannot make us fail).
         """
         now = self._monotonic()
+        events: dict[int, Envelope] = {}
+        for position, item in enumerate(items):
+            if item.get("kind") == "event":
+                try:
+                    events[position] = parse_envelope(item.get("body"))
+                except LedgerError as e:
+                    log.debug("dropped an event from a peer: %s", e)
+        self.ledger.prefetch(list(events.values()))
         notify = False
-        for item in items:
+        for position, item in enumerate(items):
             kind, body = item.get("kind"), item.get("body")
             try:
                 if kind == "message":
                     self._act(self.consensus.handle(parse_message(body), now))
-                elif kind == "event":
-                    envelope = parse_envelope(body)
-                    notify |= self.app.submit(envelope).status == "pending"
+                elif position in events:
+                    notify |= self.app.submit(events[position]).status == "pending"
                 elif kind == "cosignature":
                     self._receive_cosignature(body)
             except LedgerError as e:
@@ -386,9 +502,12 @@ class LedgerNode:
                     head = self.ledger.head.height
                     try:
                         assert self._client is not None
-                        response = await self._client.get(
+                        export = httpx.URL(
                             f"{link.peer.url}/v1/export",
                             params={"from": max(head, 1), "to": head + _CATCH_UP_BATCH},
+                        )
+                        response = await self._client.get(
+                            export, headers=self._request_signature("GET", export)
                         )
                         response.raise_for_status()
                     except (httpx.HTTPError, OSError):
@@ -444,6 +563,9 @@ class LedgerNode:
                 self.genesis.validator_keys,
             )
             self._commit(block, block.commit)
+        except StorageError as e:
+            self._fault(e)
+            return False
         except LedgerError as e:
             log.warning("refused a block from a peer: %s", e)
             return False
@@ -471,25 +593,32 @@ class LedgerNode:
     def _receive_cosignature(self, body: Any) -> None:
         if type(body) is not dict:
             raise EncodingError("a cosignature must be an object")
-        size, root = body.get("size"), body.get("root")
-        if type(size) is not int or type(root) is not str:
-            raise EncodingError("a cosignature names a size and a root")
-        verifier = {v.name: v for v in self.genesis.note_verifiers}.get(body.get("name", ""))
+        size, root, name = body.get("size"), body.get("root"), body.get("name")
+        if type(size) is not int or size < 0 or type(name) is not str:
+            raise EncodingError("a cosignature names a size, a root and a validator")
+        root = parse_hex(root, 32, "cosignature.root").hex()
+        verifier = self._note_verifiers.get(name)
         if verifier is None:
             raise EncodingError("a cosignature by an unknown validator")
-        signature = NoteSignature(verifier.name, verifier.key_id, bytes.fromhex(body["signature"]))
-        self._add_cosignature(size, root, signature)
+        raw = parse_hex(body.get("signature"), 64, "cosignature.signature")
+        self._add_cosignature(size, root, NoteSignature(verifier.name, verifier.key_id, raw))
 
     def _add_cosignature(self, size: int, root: str, signature: NoteSignature) -> None:
-        if size > self.store.head().tree_size or size in self._stored_checkpoints:
+        head = self.ledger.head
+        if size > head.tree_size or signature.name in self._cosignatures.get(size, {}):
             return
-        expected = self.store.root(size).hex() if size else None
+        if size <= self._newest_checkpoint and self._has_checkpoint(size):
+            return
+        if size == head.tree_size:
+            expected: str | None = head.tree_root
+        else:
+            expected = self.store.root(size).hex() if size else None
         if expected is not None and expected != root:
             return
         text = format_checkpoint(Checkpoint(self.genesis.origin, size, bytes.fromhex(root)))
         note = format_note(text, [signature])
         try:
-            verify_note(note, self.genesis.note_verifiers, 1)
+            verify_note(note, list(self._note_verifiers.values()), 1)
         except LedgerError:
             return
         signatures = self._cosignatures.setdefault(size, {})
@@ -497,18 +626,24 @@ class LedgerNode:
         if len(signatures) >= self.genesis.quorum:
             cosigned = format_note(text, sorted(signatures.values(), key=lambda s: s.name))
             self._store_checkpoint(size, cosigned)
+            self._newest_checkpoint = max(self._newest_checkpoint, size)
             for old in [s for s in self._cosignatures if s <= size]:
                 del self._cosignatures[old]
 
-    @property
-    def _stored_checkpoints(self) -> set[int]:
-        with Session(self.store.engine) as session:
-            return set(session.scalars(select(CheckpointRow.size)))
+    def _has_checkpoint(self, size: int) -> bool:
+        try:
+            with Session(self.store.engine) as session:
+                return session.get(CheckpointRow, size) is not None
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot read checkpoints: {e}") from e
 
     def _store_checkpoint(self, size: int, note: bytes) -> None:
-        with Session(self.store.engine) as session, session.begin():
-            if session.get(CheckpointRow, size) is None:
-                session.add(CheckpointRow(size=size, note=note.decode()))
+        try:
+            with Session(self.store.engine) as session, session.begin():
+                if session.get(CheckpointRow, size) is None:
+                    session.add(CheckpointRow(size=size, note=note.decode()))
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot store the checkpoint of size {size}: {e}") from e
 
     def checkpoint(self, size: int | None = None) -> bytes | None:
         """The newest cosigned checkpoint (or the one for ``size``), as a signed note."""
@@ -527,12 +662,17 @@ class LedgerNode:
     async def submit(
         self, envelopes: list[Envelope], *, wait: bool, timeout: float
     ) -> SubmitResult:
-        """Admit a batch (all-or-nothing is the caller's check) and optionally wait for commit.
+        """Admit a batch, all or nothing, and optionally wait until it is committed.
 
         Raises:
-            LedgerError: an event is refused (see :meth:`check_batch`).
+            BatchRefusedError: an event is refused (nothing was admitted).
+            StorageError: the node cannot store blocks now (see :meth:`_fault`).
         """
-        admissions: list[Admission] = [self.app.submit(e) for e in envelopes]
+        if self.fault is not None:
+            raise StorageError(f"this node cannot store blocks now: {self.fault}")
+        admissions, refused = self.app.submit_batch(envelopes)
+        if refused:
+            raise BatchRefusedError(refused)
         for envelope, admission in zip(envelopes, admissions, strict=True):
             if admission.status == "pending":
                 self._broadcast("event", envelope.to_json())
@@ -541,45 +681,28 @@ class LedgerNode:
             loop = asyncio.get_running_loop()
             futures = []
             for admission in admissions:
-                if self.store.event(admission.event_id) is None:
+                if self.ledger.state.event_index(admission.event_id) is None:
                     future: asyncio.Future[None] = loop.create_future()
                     self._waiters.setdefault(admission.event_id, []).append(future)
                     futures.append(future)
             if futures:
-                done, _ = await asyncio.wait(futures, timeout=timeout)
-                del done
-        results = [self._event_status(a.event_id) for a in admissions]
+                await asyncio.wait(futures, timeout=timeout)
+        where = self.store.locations([a.event_id for a in admissions])
+        results: list[dict[str, Any]] = []
+        for admission in admissions:
+            event_id = admission.event_id
+            if event_id in where:
+                height, index = where[event_id]
+                results.append(
+                    {"event_id": event_id, "status": "committed", "height": height, "index": index}
+                )
+            else:
+                results.append({"event_id": event_id, "status": "pending"})
         return SubmitResult(results, all(r["status"] == "committed" for r in results))
-
-    def _event_status(self, event_id: str) -> dict[str, Any]:
-        stored = self.store.event(event_id)
-        if stored is None:
-            return {"event_id": event_id, "status": "pending"}
-        return {
-            "event_id": event_id,
-            "status": "committed",
-            "height": stored.height,
-            "index": stored.index,
-        }
 
     def check_batch(self, envelopes: list[Envelope]) -> list[tuple[int, Envelope, LedgerError]]:
         """Check a batch against the state and the batch's earlier events, changing nothing."""
-        overlay = Overlay(self.app.pending_view)
-        machine = StateMachine(self.genesis, overlay)
-        errors = []
-        index = self.store.head().tree_size + self.app.pending_count
-        moment = self._wall_clock()
-        for position, envelope in enumerate(envelopes):
-            known = overlay.event_index(envelope.event_id) is not None
-            if known or self.app.is_pending(envelope.event_id):
-                continue
-            try:
-                verify_event_signatures(overlay, envelope)
-                machine.apply(envelope, index, moment)
-                index += 1
-            except LedgerError as e:
-                errors.append((position, envelope, e))
-        return errors
+        return self.app.submit_batch(envelopes, admit=False)[1]
 
     def status(self) -> dict[str, Any]:
         """The ``GET /v1/status`` document."""
@@ -603,6 +726,7 @@ class LedgerNode:
                 for link in self._links.values()
             ],
             "evidence": self.evidence,
+            "fault": self.fault,
             "consensus": {
                 "height": self.consensus.height,
                 "round": self.consensus.round,
@@ -618,28 +742,42 @@ class LedgerNode:
 
     # --- persistence ---------------------------------------------------------------------
 
-    def _save_meta(self, key: str, value: Any) -> None:
+    def _persist_signed(self, state: SignedState) -> None:
+        value, blocks = _signed_to_json(state)
+        rows: dict[str, Any] = {_SIGNED_STATE_KEY: value}
+        if set(blocks) != self._persisted_blocks:
+            rows[_SIGNED_BLOCKS_KEY] = {h: block_wire(b) for h, b in blocks.items()}
+        self._save_meta(rows)
+        self._persisted_blocks = set(blocks)
+
+    def _save_meta(self, rows: dict[str, Any]) -> None:
+        """Write meta rows in one transaction (with the store's full fsync)."""
         try:
             with Session(self.store.engine) as session, session.begin():
-                row = session.get(MetaRow, key)
-                text = canonical(value).decode()
-                if row is None:
-                    session.add(MetaRow(key=key, value=text))
-                else:
-                    row.value = text
+                for key, value in rows.items():
+                    row = session.get(MetaRow, key)
+                    text = canonical(value).decode()
+                    if row is None:
+                        session.add(MetaRow(key=key, value=text))
+                    else:
+                        row.value = text
         except SQLAlchemyError as e:
-            raise StorageError(f"cannot persist {key}: {e}") from e
+            raise StorageError(f"cannot persist {', '.join(rows)}: {e}") from e
 
     def _load_meta(self, key: str) -> Any:
-        with Session(self.store.engine) as session:
-            row = session.get(MetaRow, key)
-            return None if row is None else json.loads(row.value)
+        try:
+            with Session(self.store.engine) as session:
+                row = session.get(MetaRow, key)
+                return None if row is None else json.loads(row.value)
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot read {key}: {e}") from e
 
     def _load_signed(self) -> SignedState | None:
         raw = self._load_meta(_SIGNED_STATE_KEY)
         try:
-            return None if raw is None else _signed_from_json(raw)
-        except (LedgerError, KeyError, TypeError) as e:
+            blocks = self._load_meta(_SIGNED_BLOCKS_KEY) or {}
+            return None if raw is None else _signed_from_json(raw, blocks)
+        except (LedgerError, KeyError, TypeError, ValueError) as e:
             raise StorageError(f"the persisted consensus state is unreadable: {e}") from e
 
     def _load_evidence(self) -> list[dict[str, Any]]:

@@ -11,18 +11,22 @@ SQLite (WAL, ``synchronous=FULL``) is the default; PostgreSQL is used through a
 
 The store checks that a block extends its head (height, link, tree size and root); it does not
 judge certificates or rules, which consensus and the chain verifier do before appending.
+:meth:`Store.check_integrity` walks a whole database the same way, to find damage done to it
+behind the store's back (a flipped byte, a deleted row); it checks no signature either.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ledger.blocks import (
     Block,
@@ -49,12 +53,16 @@ from ledger.merkle import (
 from ledger.rules import genesis_effects
 from ledger.state import Effects
 from node.ledger_state import write_effects
-from node.models import BlockRow, EventRow, MerkleNodeRow, MetaRow, node_key
+from node.models import BlockRow, EventRow, MerkleNodeRow, MetaRow, insert_rows, node_key
 
-__all__ = ["Head", "Store", "StoredEvent", "create_store_engine", "migrate"]
+__all__ = ["Head", "IntegrityReport", "Store", "StoredEvent", "create_store_engine", "migrate"]
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _BLOCK_READ_CHUNK = 256
+_INTEGRITY_ROWS = 4096
+"""Rows fetched at a time by the integrity walk (it streams: memory does not grow with the log)."""
+_NODES_PER_QUERY = 900
+"""Keys per ``IN`` list (under SQLite's oldest limit of 999 bound parameters)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,27 @@ class Head:
     tree_size: int
     tree_root: str
     time: str
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrityReport:
+    """What :meth:`Store.check_integrity` found.
+
+    Attributes:
+        blocks: how many blocks (from height 0) were found intact before the first fault.
+        events: how many events (from log index 0) were found intact before the first fault.
+        fault: the first fault, naming its height and, for an event, its log index; ``None``
+            when the whole database is intact.
+    """
+
+    blocks: int
+    events: int
+    fault: ChainError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """No fault found."""
+        return self.fault is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,15 +162,26 @@ class Store:
         self._log = CompactRange()
 
     @classmethod
-    def open(cls, url: str) -> Store:
+    def open(cls, url: str, *, verify: bool = False) -> Store:
         """Open (and migrate) the database at ``url``.
 
+        Args:
+            url: the database URL.
+            verify: first walk the whole database with :meth:`check_integrity` and refuse a
+                damaged one.
+
         Raises:
+            ChainError: ``verify`` found damage (the error names the height and index).
             StorageError: the database cannot be opened or is inconsistent.
         """
         engine = create_store_engine(url)
         migrate(engine)
         store = cls(engine)
+        if verify:
+            report = store.check_integrity()
+            if report.fault is not None:
+                engine.dispose()
+                raise report.fault
         store._load()
         return store
 
@@ -296,6 +336,25 @@ class Store:
         except ValueError:
             return None
         return self._event_where(EventRow.event_id == key)
+
+    def locations(self, event_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``(height, index)`` of each of these events that is committed."""
+        keys = []
+        for event_id in event_ids:
+            with contextlib.suppress(ValueError):
+                keys.append(bytes.fromhex(event_id))
+        found: dict[str, tuple[int, int]] = {}
+        try:
+            with self._engine.connect() as connection:
+                for start in range(0, len(keys), 900):
+                    query = select(EventRow.event_id, EventRow.height, EventRow.index).where(
+                        EventRow.event_id.in_(keys[start : start + 900])
+                    )
+                    for key, height, index in connection.execute(query):
+                        found[key.hex()] = (height, index)
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot read events: {e}") from e
+        return found
 
     def event_at(self, index: int) -> StoredEvent | None:
         """The committed event at log index ``index``, or ``None``."""
@@ -454,8 +513,8 @@ class Store:
                 )
                 session.flush()
                 if events:
-                    session.execute(insert(EventRow), events)
-                    session.execute(insert(MerkleNodeRow), nodes)
+                    insert_rows(session, EventRow, events)
+                    insert_rows(session, MerkleNodeRow, nodes)
                 if effects is not None:
                     write_effects(session, effects)
                 self._before_commit(session)
@@ -471,7 +530,16 @@ class Store:
         Raises:
             StorageError: no such block.
         """
-        return self.block(height).commit
+        try:
+            with self._engine.connect() as connection:
+                row = connection.execute(
+                    select(BlockRow.commit).where(BlockRow.height == height)
+                ).first()
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot read block {height}: {e}") from e
+        if row is None:
+            raise StorageError(f"no block at height {height}")
+        return None if row.commit is None else parse_certificate(parse_json(row.commit))
 
     def replace_certificate(self, height: int, certificate: CommitCertificate) -> None:
         """Keep another certificate for a stored block (certificates are not in block hashes;
@@ -492,8 +560,180 @@ class Store:
     def _before_commit(self, session: Session) -> None:
         """A seam for tests that simulate a crash between the writes and the commit."""
 
+    # --- integrity -------------------------------------------------------------------------
 
-def _node_hashes(session: Session, keys: Iterable[int]) -> dict[int, bytes]:
+    def check_integrity(self) -> IntegrityReport:
+        """Walk the stored chain from height 0 and report the first damage, without signatures.
+
+        Checks, block by block in height order: heights are contiguous from 0; the stored
+        header bytes parse, are canonical and hash to the stored block hash; height 0 is the
+        genesis block of the stored genesis document and every other block links to the one
+        before; the block's stored event count and first index agree with its header and the
+        log; its events have contiguous log indexes and each leaf hashes to the leaf hash
+        stored in the Merkle log; every interior Merkle node the block's events complete is
+        stored as recomputed; the log with the block's events has the header's ``tree_size``
+        and ``tree_root``. Then no event lies beyond the head and the Merkle log holds no node
+        more than the recomputed ones (so its stored peaks, from which ``root`` and every
+        proof are read, fold to the head's root). Blocks, events and nodes are streamed, so
+        memory stays bounded (a few µs an event on SQLite). Certificates, event signatures
+        and event ids are not checked: ``rantai verify`` checks an export.
+
+        Returns:
+            An :class:`IntegrityReport`; its ``fault`` names the first damaged height/index.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        try:
+            with self._engine.connect() as connection:
+                return _IntegrityWalk(connection).run()
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot read the database: {e}") from e
+
+
+class _IntegrityWalk:
+    """One pass of :meth:`Store.check_integrity` over one connection (one snapshot)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection.execution_options(yield_per=_INTEGRITY_ROWS)
+        self._log = CompactRange()
+        self._blocks = 0
+        self._nodes: list[tuple[int, bytes, int, int]] = []
+        """Interior Merkle nodes recomputed but not yet compared with the stored ones, as
+        ``(key, hash, height, index)`` of the event that completed them."""
+
+    def run(self) -> IntegrityReport:
+        try:
+            self._walk()
+        except ChainError as e:  # the first fault ends the walk
+            return IntegrityReport(self._blocks, self._log.size, e)
+        return IntegrityReport(self._blocks, self._log.size)
+
+    def _fail(self, reason: str, *, height: int | None, index: int | None = None) -> NoReturn:
+        raise ChainError(reason, height=height, index=index)
+
+    def _walk(self) -> None:
+        raw = self._connection.scalar(select(MetaRow.value).where(MetaRow.key == "genesis"))
+        if raw is None:
+            if self._connection.scalar(select(func.count()).select_from(BlockRow)):
+                self._fail("blocks are stored without a genesis document", height=0)
+            return
+        try:
+            genesis = genesis_header(parse_genesis(raw)).block_hash
+        except LedgerError as e:
+            self._fail(f"the stored genesis document is unreadable: {e}", height=0)
+        blocks = select(
+            BlockRow.height,
+            BlockRow.block_hash,
+            BlockRow.header,
+            BlockRow.first_index,
+            BlockRow.event_count,
+        ).order_by(BlockRow.height)
+        leaf_node = aliased(MerkleNodeRow)  # the stored leaf hash, joined in SQL: cheaper
+        events = (
+            select(EventRow.index, EventRow.height, EventRow.leaf, leaf_node.hash)
+            .outerjoin(leaf_node, leaf_node.key == EventRow.index * 64)
+            .order_by(EventRow.index)
+        )
+        # Closed even when a fault ends the walk early (streamed results hold cursors).
+        with (
+            self._connection.execute(blocks) as block_rows,
+            self._connection.execute(events) as event_rows,
+        ):
+            self._walk_blocks(genesis, block_rows, iter(event_rows))
+        size = self._log.size
+        expected = 2 * size - size.bit_count()  # one node per complete subtree, leaves included
+        stored = self._connection.scalar(select(func.count()).select_from(MerkleNodeRow))
+        if stored != expected:
+            self._fail(
+                f"the Merkle log holds {stored} nodes, {expected} expected for {size} events",
+                height=self._blocks - 1,
+            )
+
+    def _walk_blocks(self, genesis: str, blocks: Iterable[Any], events: Iterator[Any]) -> None:
+        previous = ""
+        for height, block_hash, header_bytes, first_index, event_count in blocks:
+            if height != self._blocks:
+                self._fail("the block is missing", height=self._blocks)
+            header = self._header(height, block_hash, header_bytes)
+            if height == 0 and block_hash != genesis:
+                self._fail("not the genesis block of the stored genesis document", height=0)
+            if height > 0 and header.prev != previous:
+                self._fail(f"prev is not the hash of block {height - 1}", height=height)
+            if first_index != self._log.size or event_count != header.event_count:
+                self._fail(
+                    f"the stored first index {first_index} and event count {event_count} "
+                    f"disagree with the log size {self._log.size} and the header's "
+                    f"event_count {header.event_count}",
+                    height=height,
+                )
+            self._walk_events(height, header.event_count, events)
+            self._compare_nodes()
+            if header.tree_size != self._log.size or header.tree_root != self._log.root().hex():
+                self._fail(
+                    "the events do not hash to the header's tree_size and tree_root",
+                    height=height,
+                )
+            previous = block_hash
+            self._blocks += 1
+        if self._blocks == 0:
+            self._fail("the genesis block is missing", height=0)
+        extra = next(events, None)
+        if extra is not None:
+            self._fail("an event is stored beyond the head", height=extra[1], index=extra[0])
+
+    def _header(self, height: int, block_hash: str, header_bytes: bytes) -> BlockHeader:
+        try:
+            header = parse_header(parse_json(header_bytes))
+        except LedgerError as e:
+            self._fail(f"the stored header is unreadable: {e}", height=height)
+        if header.height != height:
+            self._fail(f"the stored header is the one of height {header.height}", height=height)
+        if header.block_hash != block_hash or (
+            hashlib.sha256(header_bytes).hexdigest() != block_hash
+        ):
+            self._fail("the stored header does not hash to the block's hash", height=height)
+        return header
+
+    def _walk_events(self, height: int, count: int, events: Iterator[Any]) -> None:
+        log, nodes = self._log, self._nodes
+        for _ in range(count):
+            index = log.size
+            row = next(events, None)
+            if row is None or row[0] != index:
+                self._fail("the event is missing", height=height, index=index)
+            if row[1] != height:
+                self._fail(f"the event is stored at height {row[1]}", height=height, index=index)
+            digest = leaf_hash(row[2])
+            if digest != row[3]:
+                self._fail(
+                    "the event's leaf does not hash to the leaf hash in the Merkle log",
+                    height=height,
+                    index=index,
+                )
+            for level, position, node in log.append(digest)[1:]:
+                nodes.append((node_key(level, position), node, height, index))
+            if len(nodes) >= _INTEGRITY_ROWS:
+                self._compare_nodes()
+
+    def _compare_nodes(self) -> None:
+        """The stored interior Merkle nodes are the ones recomputed from the events."""
+        for start in range(0, len(self._nodes), _NODES_PER_QUERY):
+            chunk = self._nodes[start : start + _NODES_PER_QUERY]
+            stored = _node_hashes(self._connection, [key for key, *_ in chunk])
+            for key, digest, height, index in chunk:
+                if stored.get(key) != digest:
+                    self._fail(
+                        f"the Merkle log's node (level {key % 64}, index {key // 64}) completed "
+                        "by this event is "
+                        + ("missing" if key not in stored else "not the hash of the events"),
+                        height=height,
+                        index=index,
+                    )
+        self._nodes.clear()
+
+
+def _node_hashes(session: Session | Connection, keys: Iterable[int]) -> dict[int, bytes]:
     """Merkle node hashes by key, in one query."""
     query = select(MerkleNodeRow.key, MerkleNodeRow.hash).where(MerkleNodeRow.key.in_(keys))
     return {key: digest for key, digest in session.execute(query)}

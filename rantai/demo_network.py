@@ -4,7 +4,9 @@ Two cooperatives (rubber in Sanggau, coffee in Kayong Utara), a processor, an EU
 certifier; producer members with plots, harvests recorded by clerks, deliveries with a loss at
 receipt, a merge, a split, processing into block rubber and green coffee, a certification, and
 shipments received by the buyer. Every event is signed here with the member's own key (saved
-under ``DIR/keys/``) and submitted over HTTP to the nodes, which decide on it by consensus.
+under ``DIR/keys/``) and submitted over HTTP to the nodes, which decide on it by consensus. The
+certifier's auditor (``keys/lsk-kalbar__dewi.pem``) signs the requests that read the whole
+chain; the buyer's key (``keys/eu-buyer__anna.pem``) reads what its lots came from.
 """
 
 from __future__ import annotations
@@ -30,11 +32,20 @@ from node.keystore import generate_key, load_key, save_key
 from rantai.client import Client, build_event
 from rantai.network import init_network
 
-__all__ = ["BUYER_LOT", "run_network_demo"]
+__all__ = ["AUDITOR", "BUYER", "BUYER_LOT", "member_key_path", "run_network_demo"]
 
 BUYER_LOT = "RB-SIR20-0001"
 """The block rubber the EU buyer received (trace it back to the producers)."""
+AUDITOR = "lsk-kalbar/dewi"
+"""The certifier's auditor: its key reads everything (``rantai export --key``)."""
+BUYER = "eu-buyer/anna"
+"""The EU buyer's member: its key reads the lots it bought and what they came from."""
 _MARKER = ".rantai-demo"
+
+
+def member_key_path(keys: Path, member: str) -> Path:
+    """Where the demo keeps a member's key (``keys/<org>__<local>.pem``)."""
+    return keys / (member.replace("/", "__") + ".pem")
 
 
 class _Members:
@@ -46,7 +57,7 @@ class _Members:
 
     def __getitem__(self, member: str) -> Ed25519PrivateKey:
         if member not in self._keys:
-            path = self._directory / (member.replace("/", "__") + ".pem")
+            path = member_key_path(self._directory, member)
             if path.exists():
                 self._keys[member] = load_key(path)
             else:
@@ -350,21 +361,32 @@ def stop_network_demo(processes: list[subprocess.Popen[bytes]]) -> None:
 
 def run_network_demo(directory: Path, *, nodes: int, base_port: int) -> None:
     """The main job on a fresh machine: start the demo network, print where to look, wait."""
-    console = Console()
+    console = Console(soft_wrap=True)  # commands stay on one line, to copy and paste
     processes = start_network_demo(directory, nodes=nodes, base_port=base_port, console=console)
     first = f"http://127.0.0.1:{base_port}"
-    console.print("\n[bold]Nodes[/]")
+    keys, genesis = directory / "keys", directory / "genesis.json"
+    with contextlib.closing(Client(first)) as client:
+        harvest = client.trace(BUYER_LOT)["steps"][0]["event_id"]
+    console.print("\n[bold]Nodes[/] (checkpoints, proofs and traces are public; other reads")
+    console.print("are signed with a member key: rantai … --key KEY.pem)")
     for k in range(nodes):
-        console.print(f"  node-{k + 1}  http://127.0.0.1:{base_port + k}/v1/status")
+        console.print(f"  node-{k + 1}  http://127.0.0.1:{base_port + k}/healthz")
     console.print("\n[bold]A buyer traces the block rubber back to the producers[/]")
     console.print(f"  curl -s {first}/v1/lots/{BUYER_LOT}/trace | python3 -m json.tool")
-    console.print("\n[bold]An auditor verifies the whole chain offline[/]")
-    console.print(f"  curl -s {first}/v1/export > {directory}/export.ndjson")
+    console.print(f"  .venv/bin/rantai trace {BUYER_LOT} --node {first}")
+    console.print("\n[bold]… and proves a harvest it came from, without trusting the node[/]")
     console.print(
-        f"  .venv/bin/rantai verify {directory}/export.ndjson --genesis {directory}/genesis.json"
+        f"  .venv/bin/rantai proof {harvest} --node {first} --genesis {genesis} "
+        f"--key {member_key_path(keys, BUYER)}"
     )
-    console.print(f"  curl -s {first}/v1/checkpoint")
-    console.print(f"\nMember keys: {directory}/keys/   Logs: {directory}/node-K/node.log")
+    console.print("\n[bold]An auditor exports the whole chain and verifies it offline[/]")
+    console.print(
+        f"  .venv/bin/rantai export {directory}/export.ndjson --node {first} "
+        f"--key {member_key_path(keys, AUDITOR)}"
+    )
+    console.print(f"  .venv/bin/rantai verify {directory}/export.ndjson --genesis {genesis}")
+    console.print(f"  .venv/bin/rantai checkpoint --node {first} --genesis {genesis}")
+    console.print(f"\nMember keys: {keys}/   Logs: {directory}/node-K/node.log")
     console.print("[dim]Ctrl-C stops the network.[/]")
     try:
         while all(p.poll() is None for p in processes):

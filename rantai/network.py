@@ -1,4 +1,5 @@
-"""Local networks: ``rantai network init`` writes one, ``rantai node run`` runs one of its nodes.
+"""Local networks: ``rantai network init`` writes one, ``rantai node run`` runs one of its nodes,
+``rantai node check`` and ``rantai node rebuild`` check and replace a node's database.
 
 A network directory holds ``genesis.json``, ``keys/governance.pem`` (the one governance admin
 of a development network, threshold 1) and one ``node-K/`` per validator with its key
@@ -15,6 +16,14 @@ of a development network, threshold 1) and one ``node-K/`` per validator with it
     name = "node-2.kalbar-coop"
     url = "http://127.0.0.1:8102"
     key_id = "…"
+
+A node that serves ``POST /epcis/capture`` also has a ``[capture]`` section (DESIGN.md §6): the
+PEM of a registered clerk member whose key signs captured events (relative to the node
+directory) and the bearer token callers authenticate with (at least 16 characters)::
+
+    [capture]
+    key = "capture-clerk.pem"
+    token = "…"
 """
 
 from __future__ import annotations
@@ -23,13 +32,16 @@ import asyncio
 import datetime as _dt
 import json
 import logging
+import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from api.app import create_app
+from api.app import CaptureSettings, create_app
 from ledger.blocks import GenesisDocument, parse_genesis
 from ledger.encoding import format_time
 from ledger.errors import EncodingError, StorageError
@@ -37,9 +49,28 @@ from ledger.keys import key_id, public_key_bytes
 from node.consensus import Timeouts
 from node.keystore import generate_key, load_key, save_key
 from node.runtime import LedgerNode, Peer
-from node.store import Store
+from node.store import IntegrityReport, Store, create_store_engine, migrate
 
-__all__ = ["NodeConfig", "init_network", "load_config", "run_node"]
+__all__ = [
+    "CaptureConfig",
+    "NodeConfig",
+    "check_database",
+    "init_network",
+    "load_config",
+    "rebuild_database",
+    "run_node",
+]
+
+MIN_CAPTURE_TOKEN = 16
+"""The shortest capture token accepted (a bearer token is only as good as it is long)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    """The ``[capture]`` section: the capture key's PEM (resolved) and the callers' token."""
+
+    key: Path
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +85,7 @@ class NodeConfig:
     database: str
     genesis: Path
     peers: tuple[Peer, ...]
+    capture: CaptureConfig | None = None
 
     @property
     def url(self) -> str:
@@ -140,6 +172,20 @@ def init_network(
     return genesis
 
 
+def _capture_config(directory: Path, raw: object) -> CaptureConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise TypeError("[capture] must be a table")
+    token = raw["token"]
+    if not isinstance(token, str) or len(token.strip()) < MIN_CAPTURE_TOKEN or " " in token:
+        raise ValueError(
+            f"[capture] token must be a string of at least {MIN_CAPTURE_TOKEN} characters "
+            "without spaces"
+        )
+    return CaptureConfig(key=(directory / str(raw["key"])).resolve(), token=token)
+
+
 def load_config(directory: Path) -> NodeConfig:
     """Read ``directory/node.toml``.
 
@@ -159,22 +205,37 @@ def load_config(directory: Path) -> NodeConfig:
             peers=tuple(
                 Peer(str(p["name"]), str(p["url"]), str(p["key_id"])) for p in raw.get("peers", [])
             ),
+            capture=_capture_config(directory, raw.get("capture")),
         )
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
         raise EncodingError(f"{directory / 'node.toml'}: {e}") from e
 
 
 async def run_node(config: NodeConfig, *, timeouts: Timeouts | None = None) -> None:
-    """Run one node until SIGINT or SIGTERM: open its store, serve its API, run consensus."""
+    """Run one node until SIGINT or SIGTERM: open its store, serve its API, run consensus.
+
+    The whole stored chain is checked first (``Store.check_integrity``): a node never serves
+    from a damaged database.
+
+    Raises:
+        ChainError: the database is damaged (the error names the height and index); see
+            :func:`rebuild_database`.
+        StorageError: the database cannot be opened.
+    """
     genesis = parse_genesis(config.genesis.read_bytes())
-    store = Store.open(config.database)
+    store = Store.open(config.database, verify=True)
     store.initialize(genesis)
     node = LedgerNode(
         genesis, store, load_key(config.key), config.name, config.peers, timeouts=timeouts
     )
+    capture = (
+        None
+        if config.capture is None
+        else CaptureSettings(load_key(config.capture.key), config.capture.token)
+    )
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(node),
+            create_app(node, capture),
             host=config.host,
             port=config.port,
             log_level="warning",
@@ -190,6 +251,87 @@ async def run_node(config: NodeConfig, *, timeouts: Timeouts | None = None) -> N
         store.close()
 
 
+def check_database(config: NodeConfig) -> IntegrityReport:
+    """Walk a node's whole database with ``Store.check_integrity`` (the node may be running).
+
+    Raises:
+        StorageError: the database cannot be opened, or its SQLite file does not exist.
+    """
+    _sqlite_file(config)  # a missing SQLite file is an error here, not a new database
+    engine = create_store_engine(config.database)
+    try:
+        migrate(engine)
+        return Store(engine).check_integrity()
+    finally:
+        engine.dispose()
+
+
+def rebuild_database(config: NodeConfig) -> Path:
+    """Move a node's damaged SQLite database aside and start a fresh one from the genesis.
+
+    Started again, the node catches up from its peers: it fetches their certified blocks and
+    checks every certificate and event, so it gets back everything a quorum committed.
+
+    Returns:
+        Where the damaged database now is: ``<file>.damaged-<UTC time>`` (its WAL beside it).
+
+    Raises:
+        StorageError: the database is not a SQLite file, there is none, or the node is still
+            running (its port answers).
+    """
+    path = _sqlite_file(config)
+    if path is None:
+        raise StorageError(
+            "rebuild moves a SQLite database file aside; for another database, create an "
+            "empty one and point node.toml at it"
+        )
+    if _answers(config.host, config.port):
+        raise StorageError(f"{config.name} is running ({config.url} answers): stop it first")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):  # SQLite finds a WAL by the database's name
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(f"{aside}{suffix}")
+    store = Store.open(config.database)
+    try:
+        store.initialize(parse_genesis(config.genesis.read_bytes()))
+    finally:
+        store.close()
+    return aside
+
+
+def _sqlite_file(config: NodeConfig) -> Path | None:
+    """The node's SQLite file (``None`` for another database).
+
+    Raises:
+        StorageError: the file does not exist.
+    """
+    try:
+        url = make_url(config.database)
+    except ArgumentError as e:
+        raise StorageError(f"cannot use database {config.database!r}: {e}") from e
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    path = Path(str(url.database))
+    if not path.exists():
+        raise StorageError(f"there is no database at {path}")
+    return path
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def run(config: NodeConfig) -> None:
-    """Blocking entry point for ``rantai node run``."""
-    asyncio.run(run_node(config))
+    """Blocking entry point for ``rantai node run`` (on uvloop where it is installed)."""
+    try:
+        import uvloop  # optional: not built for every platform
+    except ImportError:
+        asyncio.run(run_node(config))
+    else:
+        uvloop.run(run_node(config))

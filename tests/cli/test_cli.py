@@ -30,6 +30,35 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return path, genesis
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["keygen"],
+        ["verify"],
+        ["demo"],
+        ["state", "check"],
+        ["state", "rebuild"],
+        ["network", "init"],
+        ["node", "run"],
+        ["node", "check"],
+        ["node", "rebuild"],
+        ["submit"],
+        ["trace"],
+        ["export"],
+        ["checkpoint"],
+        ["proof"],
+        ["audit", "watch"],
+        ["epcis", "capture"],
+    ],
+    ids=" ".join,
+)
+def test_every_command_explains_itself_with_an_example(command: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output
+    assert f"rantai {command[0]}" in result.output
+
+
 def test_keygen_writes_a_private_key_readable_by_its_owner_only(tmp_path: Path) -> None:
     out = tmp_path / "siti.pem"
     result = CliRunner().invoke(cli, ["keygen", str(out)])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.events import sign_event
-from ledger.keys import public_key_bytes
+from ledger.keys import key_id, public_key_bytes
+from node.httpsig import sign_request
 from node.keystore import load_key
 from rantai.network import init_network
 from rantai.samplechain import derive_key
+from tests._paths import REPO
 
 
 def free_base_port(count: int) -> int:
@@ -76,12 +79,15 @@ class Network:
     def url(self, k: int) -> str:
         return f"http://127.0.0.1:{self.base_port + k - 1}"
 
-    def start(self, k: int) -> None:
+    def start(self, k: int, entry: Sequence[str] = ("rantai", "node", "run")) -> None:
+        """Run ``python -m <entry> <node directory>`` (a test entry point may stand in for
+        ``rantai node run``) and wait until the node serves."""
         log = (self.directory / f"node-{k}.log").open("ab")
         self.processes[k] = subprocess.Popen(
-            [sys.executable, "-m", "rantai", "node", "run", str(self.directory / f"node-{k}")],
+            [sys.executable, "-m", *entry, str(self.directory / f"node-{k}")],
             stdout=log,
             stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         wait_for(lambda: httpx.get(f"{self.url(k)}/healthz").status_code == 200, 30, f"node {k}")
 
@@ -95,24 +101,61 @@ class Network:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
 
+    def stop(self, k: int) -> None:
+        """SIGTERM: a clean stop."""
+        process = self.processes.pop(k)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
     def stop_all(self) -> None:
         for k in list(self.processes):
-            process = self.processes.pop(k)
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+            self.stop(k)
+
+    def route_peer(self, k: int, j: int, url: str) -> None:
+        """Make node ``k`` reach node ``j`` at ``url`` (a proxy, say) from its next start."""
+        path = self.directory / f"node-{k}" / "node.toml"
+        text = path.read_text()
+        old = f"url = {json.dumps(self.url(j))}"
+        assert text.count(old) == 1, f"node {k} does not list node {j} as a peer"
+        path.write_text(text.replace(old, f"url = {json.dumps(url)}"))
+
+    def validator(self, k: int) -> Ed25519PrivateKey:
+        """Node ``k``'s validator key: it may read every route of every node."""
+        return load_key(self.directory / f"node-{k}" / "validator.pem")
+
+    def get(
+        self,
+        k: int,
+        path: str,
+        *,
+        key: Ed25519PrivateKey | None = None,
+        timeout: float = 10,
+        **params: Any,
+    ) -> httpx.Response:
+        """``GET path`` from node ``k``, signed (RFC 9421) by ``key`` (default: node k's
+        validator key); ``path`` may carry its query."""
+        signer = key or self.validator(k)
+        request = httpx.Request("GET", f"{self.url(k)}{path}", params=params or None)
+        target = request.url.raw_path.decode("ascii")
+        signer_id = key_id(public_key_bytes(signer))
+        request.headers.update(
+            sign_request("GET", target, b"", signer, signer_id, int(time.time()))
+        )
+        with httpx.Client(timeout=timeout) as client:
+            return client.send(request)
 
     def status(self, k: int) -> dict[str, Any]:
-        return httpx.get(f"{self.url(k)}/v1/status", timeout=5).json()  # type: ignore[no-any-return]
+        return self.get(k, "/v1/status", timeout=5).json()  # type: ignore[no-any-return]
 
     def height(self, k: int) -> int:
         return int(self.status(k)["height"])
 
     def export(self, k: int, to: int) -> bytes:
-        return httpx.get(f"{self.url(k)}/v1/export", params={"to": to}, timeout=30).content
+        return self.get(k, "/v1/export", timeout=30, to=to).content
 
     # --- clients -------------------------------------------------------------------------
 

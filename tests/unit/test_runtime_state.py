@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from ledger.blocks import Block, proposal_bytes, sign_vote
+from ledger.encoding import canonical
 from ledger.keys import PROPOSAL_PREFIX, sign
-from node.consensus import Proposal, SignedState, Vote
+from node.consensus import Proposal, SignedState, Vote, block_wire
 from node.runtime import _signed_from_json, _signed_to_json
 from rantai.samplechain import sample_network
 
@@ -43,7 +46,10 @@ def test_signed_state_round_trips() -> None:
         valid_block=block,
         valid_votes=(votes[(0, "prevote")],),
     )
-    restored = _signed_from_json(_signed_to_json(state))
+    value, blocks_by_hash = _signed_to_json(state)
+    assert list(blocks_by_hash) == [block.header.block_hash]  # stored once, named by hash
+    stored = {h: block_wire(b) for h, b in blocks_by_hash.items()}
+    restored = _signed_from_json(json.loads(canonical(value)), json.loads(canonical(stored)))
     assert restored == state
     assert restored.proposals[1].last_commit == blocks[1].commit
     assert restored.locked_block is not None

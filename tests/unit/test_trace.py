@@ -19,7 +19,7 @@ from decimal import Decimal
 import pytest
 
 from ledger.errors import RuleViolation
-from ledger.trace import trace_back, trace_forward
+from ledger.trace import parties_reached, trace_back, trace_forward
 from tests.builders import World, fixture_world
 
 KARET = "koperasi-karet"
@@ -175,7 +175,14 @@ def test_backward_and_forward_are_symmetric(world: World, lot_id: str) -> None:
         assert lot_id in back
 
 
+@pytest.mark.parametrize("lot_id", ["RB-ANI-1", "RB-BUDI-2", "M", "P2", "KP-SITI-1"])
+def test_parties_reached_are_the_forward_traces_parties(world: World, lot_id: str) -> None:
+    assert parties_reached(world.memory, lot_id) == trace_forward(world.memory, lot_id).parties
+
+
 def test_unknown_lot() -> None:
     with pytest.raises(RuleViolation) as raised:
         trace_back(fixture_world().memory, "NOPE")
     assert raised.value.rule == "lot.unknown"
+    with pytest.raises(RuleViolation):
+        parties_reached(fixture_world().memory, "NOPE")

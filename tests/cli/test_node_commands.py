@@ -1,0 +1,105 @@
+"""``rantai node check`` and ``rantai node rebuild`` on a node directory (no node running).
+
+The node's database holds the sample network's chain; ``check`` walks it (exit 0, or 1 naming
+the first damaged height and index), ``rebuild`` moves a damaged database aside and starts a
+fresh one from the genesis document, and refuses while the node's port answers or when the
+database is not a SQLite file. A node refusing to start from a damaged database is an
+end-to-end test (``tests/e2e/test_faults.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from node.store import Store
+from rantai.cli import EXIT_FAULT, EXIT_USAGE, cli
+from rantai.network import load_config
+from rantai.samplechain import sample_network
+
+
+@pytest.fixture
+def node_dir(tmp_path: Path) -> Path:
+    """A node directory whose SQLite database holds the genesis block and 6 blocks of 3 events."""
+    net = sample_network()
+    (tmp_path / "genesis.json").write_text(json.dumps(net.genesis.document))
+    directory = tmp_path / "node-1"
+    directory.mkdir()
+    url = f"sqlite:///{directory / 'ledger.db'}"
+    store = Store.open(url)
+    store.initialize(net.genesis)
+    for block in list(net.chain(6, 3))[1:]:
+        store.append_block(block)
+    store.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (directory / "node.toml").write_text(
+        f'name = "node-1.kalbar-coop"\nhost = "127.0.0.1"\nport = {port}\n'
+        f'key = "validator.pem"\ndatabase = {json.dumps(url)}\ngenesis = "../genesis.json"\n'
+    )
+    return directory
+
+
+def damage(directory: Path) -> None:
+    with contextlib.closing(sqlite3.connect(directory / "ledger.db")) as db, db:
+        db.execute("DELETE FROM events WHERE idx = 10")
+
+
+def test_check_passes_an_intact_database(node_dir: Path) -> None:
+    result = CliRunner().invoke(cli, ["node", "check", str(node_dir)])
+    assert result.exit_code == 0, result.output
+    assert "OK: blocks 0..6 and 18 events intact" in result.output
+
+
+def test_check_names_the_first_damaged_height_and_index(node_dir: Path) -> None:
+    damage(node_dir)
+    result = CliRunner().invoke(cli, ["node", "check", str(node_dir)])
+    assert result.exit_code == EXIT_FAULT, result.output
+    assert "FAULT: height 4, index 10: the event is missing" in result.output
+
+
+def test_rebuild_keeps_the_damaged_database_and_starts_from_the_genesis(node_dir: Path) -> None:
+    damage(node_dir)
+    runner = CliRunner()
+
+    result = runner.invoke(cli, ["node", "rebuild", str(node_dir)])
+
+    assert result.exit_code == 0, result.output
+    (aside,) = node_dir.glob("ledger.db.damaged-*")
+    assert f"moved the damaged database to {aside}" in result.output
+    with contextlib.closing(sqlite3.connect(aside)) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (17,)
+    result = runner.invoke(cli, ["node", "check", str(node_dir)])
+    assert result.exit_code == 0, result.output
+    assert "OK: blocks 0..0 and 0 events intact" in result.output
+
+
+def test_rebuild_refuses_while_the_node_answers(node_dir: Path) -> None:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", load_config(node_dir).port))
+        listening.listen()
+        result = CliRunner().invoke(cli, ["node", "rebuild", str(node_dir)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "stop it first" in result.output
+    assert not list(node_dir.glob("ledger.db.damaged-*"))
+
+
+def test_rebuild_refuses_a_database_that_is_not_a_sqlite_file(node_dir: Path) -> None:
+    config = node_dir / "node.toml"
+    url = "postgresql+psycopg://rantai@127.0.0.1:1/node1"
+    config.write_text(
+        "\n".join(
+            f"database = {json.dumps(url)}" if line.startswith("database") else line
+            for line in config.read_text().splitlines()
+        )
+    )
+    result = CliRunner().invoke(cli, ["node", "rebuild", str(node_dir)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "SQLite" in result.output
