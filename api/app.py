@@ -296,37 +296,38 @@ def create_app(node: LedgerNode, capture: CaptureSettings | None = None) -> Fast
             ),
         ] = None,
     ) -> Response:
-        stored = node.store.event(event_id)
-        if stored is None:
+        located = node.store.locations([event_id]).get(event_id)
+        if located is None:
             return problem(404, "event-unknown", f"no committed event {event_id}")
+        index = located[1]
         wants_bundle = format == "tlog-proof" or "text/x.tlog-proof" in request.headers.get(
             "accept", ""
         )
-        checkpoint = node.checkpoint(size)
+        checkpoint = node.checkpoint(size) if wants_bundle or size is None else None
         if size is None:
             if checkpoint is None:
                 return problem(404, "no-checkpoint", "no cosigned checkpoint yet")
             size = int(checkpoint.split(b"\n")[1])
-        if stored.index >= size:
-            raise ProofError(f"event index {stored.index} is not in a tree of size {size}")
-        proof = node.store.inclusion_proof(stored.index, size)
+        if index >= size:
+            raise ProofError(f"event index {index} is not in a tree of size {size}")
+        proof, leaf, root = node.store.inclusion(index, size)
         if wants_bundle:
             if checkpoint is None:
                 raise ProofError(f"no cosigned checkpoint for tree size {size}")
             lines = [
                 "c2sp.org/tlog-proof@v1",
-                f"index {stored.index}",
+                f"index {index}",
                 *(base64.b64encode(h).decode() for h in proof),
             ]
             text = "\n".join(lines) + "\n\n" + checkpoint.decode()  # a blank line, then the note
             return PlainTextResponse(text, media_type="text/x.tlog-proof")
         return JSONResponse(
             {
-                "index": stored.index,
+                "index": index,
                 "size": size,
-                "leaf_hash": node.store.leaf_hash(stored.index).hex(),
+                "leaf_hash": leaf.hex(),
                 "proof": [h.hex() for h in proof],
-                "root": node.store.root(size).hex(),
+                "root": root.hex(),
             }
         )
 
@@ -355,14 +356,14 @@ def create_app(node: LedgerNode, capture: CaptureSettings | None = None) -> Fast
             int, Query(ge=1, le=MAX_COUNT, description="the new tree size", examples=[42])
         ],
     ) -> Response:
-        proof = node.store.consistency_proof(from_, to)
+        proof, root_from, root_to = node.store.consistency(from_, to)
         return JSONResponse(
             {
                 "from": from_,
                 "to": to,
                 "proof": [h.hex() for h in proof],
-                "root_from": node.store.root(from_).hex(),
-                "root_to": node.store.root(to).hex(),
+                "root_from": root_from.hex(),
+                "root_to": root_to.hex(),
             }
         )
 

@@ -36,7 +36,7 @@ from ledger.blocks import (
     vote_bytes,
 )
 from ledger.encoding import parse_hex, require_fields
-from ledger.errors import ConsensusError, EncodingError, LedgerError, SignatureError
+from ledger.errors import ChainError, ConsensusError, EncodingError, LedgerError, SignatureError
 from ledger.events import parse_envelope
 from ledger.keys import (
     PROPOSAL_PREFIX,
@@ -698,12 +698,18 @@ class Consensus:
         return False
 
     def _is_valid(self, block: Block) -> bool:
+        """Does the source accept ``block`` on its committed head? Verdicts are kept, except
+        a :class:`ChainError` (the block does not fit the head): messages of the next height
+        are replayed in the step that decides this one, before the runtime has stored the
+        decided block, so such a verdict may only mean "not yet" and is asked again later."""
         block_hash = block.header.block_hash
         verdict = self._valid.get(block_hash)
         if verdict is None:
             try:
                 self._source.validate_block(block)
                 verdict = True
+            except ChainError:
+                return False
             except LedgerError:
                 verdict = False
             self._valid[block_hash] = verdict

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
@@ -420,6 +420,31 @@ class Store:
         self._check_size(size2)
         return self._proof(consistency_ranges(size1, size2))
 
+    def inclusion(self, index: int, size: int) -> tuple[list[bytes], bytes, bytes]:
+        """The inclusion proof of leaf ``index`` in the tree of ``size``, the leaf hash and
+        the root, read together (one query).
+
+        Raises:
+            ProofError: ``index >= size``, or ``size`` beyond the log.
+        """
+        self._check_size(size)
+        ranges = inclusion_ranges(index, size)
+        groups = [range_nodes(start, end) for start, end in ranges]
+        read = self._read_nodes([*groups, [(0, index)], range_nodes(0, size)])
+        return [fold_range(hashes) for hashes in read[:-2]], read[-2][0], fold_range(read[-1])
+
+    def consistency(self, size1: int, size2: int) -> tuple[list[bytes], bytes, bytes]:
+        """The consistency proof from ``size1`` to ``size2`` and both roots (one query).
+
+        Raises:
+            ProofError: impossible sizes (``size1 == 0``, ``size1 > size2``, beyond the log).
+        """
+        self._check_size(size2)
+        groups = [range_nodes(start, end) for start, end in consistency_ranges(size1, size2)]
+        read = self._read_nodes([*groups, range_nodes(0, size1), range_nodes(0, size2)])
+        proof = [fold_range(hashes) for hashes in read[:-2]]
+        return proof, fold_range(read[-2]), fold_range(read[-1])
+
     def leaf_hash(self, index: int) -> bytes:
         """The leaf hash at ``index``.
 
@@ -444,8 +469,8 @@ class Store:
         if not keys:
             return [[] for _ in groups]
         try:
-            with Session(self._engine) as session:
-                found = _node_hashes(session, keys)
+            with self._engine.connect() as connection:
+                found = _node_hashes(connection, keys)
         except SQLAlchemyError as e:
             raise StorageError(f"cannot read Merkle nodes: {e}") from e
         if len(found) != len(keys):
@@ -734,9 +759,14 @@ class _IntegrityWalk:
 
 
 def _node_hashes(session: Session | Connection, keys: Iterable[int]) -> dict[int, bytes]:
-    """Merkle node hashes by key, in one query."""
-    query = select(MerkleNodeRow.key, MerkleNodeRow.hash).where(MerkleNodeRow.key.in_(keys))
-    return {key: digest for key, digest in session.execute(query)}
+    """Merkle node hashes by key, in one query (a statement compiled once: the keys are one
+    expanding parameter)."""
+    return {key: digest for key, digest in session.execute(_NODE_HASHES, {"keys": list(keys)})}
+
+
+_NODE_HASHES = select(MerkleNodeRow.key, MerkleNodeRow.hash).where(
+    MerkleNodeRow.key.in_(bindparam("keys", expanding=True))
+)
 
 
 def _head_of(header: BlockHeader) -> Head:

@@ -689,10 +689,12 @@ def test_proofs_equal_the_in_memory_rfc9162_proofs(open_store: Callable[[], Stor
             proof = store.inclusion_proof(index, size)
             assert proof == merkle.inclusion_proof(hashes, index, size), (index, size)
             merkle.verify_inclusion(hashes[index], index, size, proof, roots[size])
+            assert store.inclusion(index, size) == (proof, hashes[index], roots[size])
         for size1 in range(1, size + 1):
             proof = store.consistency_proof(size1, size)
             assert proof == merkle.consistency_proof(hashes, size1, size), (size1, size)
             merkle.verify_consistency(size1, size, proof, roots[size1], roots[size])
+            assert store.consistency(size1, size) == (proof, roots[size1], roots[size])
 
 
 def test_impossible_proofs_raise_proof_error(open_store: Callable[[], Store]) -> None:
