@@ -72,7 +72,7 @@ from rantai.bench_baseline import (
     percentile,
     served,
 )
-from rantai.netbench import NetworkLoad, measure_network
+from rantai.netbench import NetworkLoad, measure_network, soak
 from rantai.samplechain import LINEAGE_FINAL_LOT, SampleNetwork, sample_network
 
 __all__ = ["SECTIONS", "BenchRun", "Row", "main", "read_only_node_app"]
@@ -742,8 +742,25 @@ SECTIONS: tuple[Callable[[BenchRun], list[Row]], ...] = (
     default=Path("bench-results.json"),
     show_default=True,
 )
-def main(quick: bool, data: Path, out: Path) -> None:
-    """Measure Rantai on this machine; print a table and write bench-results.json."""
+@click.option(
+    "--soak",
+    "soak_for",
+    metavar="DURATION",
+    help="Instead: hold a steady load on a 4-node network for DURATION (e.g. 30m, 90s) and "
+    "report throughput, latency and memory over time (written to --out).",
+)
+def main(quick: bool, data: Path, out: Path, soak_for: str | None) -> None:
+    """Measure Rantai on this machine; print a table and write bench-results.json.
+
+    \b
+    Examples:
+      scripts/bench --quick          # a smoke run of a few minutes
+      scripts/bench                  # every target, 1,000,000-event data sets
+      scripts/bench --soak 30m --out soak-results.json
+    """
+    if soak_for is not None:
+        _soak(_duration(soak_for), out)
+        return
     large = 100_000 if quick else 1_000_000
     small = large // 10
     cores = os.cpu_count() or 1
@@ -778,6 +795,49 @@ def main(quick: bool, data: Path, out: Path) -> None:
     run.results["rows"] = [asdict(row) for row in rows]
     out.write_text(json.dumps(run.results, indent=2) + "\n")
     _print_table(rows, cores)
+    console.print(f"written to {out}")
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError) as e:
+        raise click.BadParameter(f"{text!r} is not a duration like 30m, 90s or 1h") from e
+
+
+def _soak(seconds: float, out: Path) -> None:
+    """``--soak``: a steady load over time, a row a minute (or ten per run when shorter)."""
+    window = min(60.0, max(10.0, seconds / 10))
+    table = Table(title=f"soak: 4 nodes, {seconds:,.0f} s")
+    for column in ("elapsed", "committed/s", "p50 ms", "p99 ms", "failed", "node RSS MiB"):
+        table.add_column(column, justify="right")
+
+    def report(row: dict[str, Any]) -> None:
+        console.print(
+            f"{row['elapsed_s']:>6} s  {row['committed_events_per_s']:8,.0f}/s  "
+            f"p50 {row['latency_p50_ms'] or 0:6,.0f} ms  "
+            f"p99 {row['latency_p99_ms'] or 0:6,.0f} ms  "
+            f"RSS {', '.join(f'{m:.0f}' for m in row['node_rss_mib'])} MiB"
+        )
+
+    result = soak(seconds, window=window, report=report)
+    for row in result["rows"]:
+        table.add_row(
+            f"{row['elapsed_s']} s",
+            f"{row['committed_events_per_s']:,.0f}",
+            f"{row['latency_p50_ms'] or 0:,.0f}",
+            f"{row['latency_p99_ms'] or 0:,.0f}",
+            str(row["failed_batches"]),
+            ", ".join(f"{m:.0f}" for m in row["node_rss_mib"]),
+        )
+    console.print(table)
+    verdict = "flat" if result["memory_flat"] else "GROWING"
+    console.print(
+        f"memory: last window / first window ≤ {result['rss_growth_last_over_first']:.2f} "
+        f"per node: {verdict}"
+    )
+    out.write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"written to {out}")
 
 

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ class NetworkLoad:
     batch: int = 250
     latency_seconds: float = 15.0
     latency_fraction: float = 0.5
-    latency_batch: int = 10
+    latency_batch: int = 25
 
 
 def _free_base_port(count: int) -> int:
@@ -376,6 +376,118 @@ def measure_network(load: NetworkLoad, directory: Path | None = None) -> dict[st
         "node_rss_peak_mib": sorted(memory.peak.values()),
         "catch_up_events_per_s": catch_up,
         "catch_up_events": caught_up,
+    }
+
+
+async def _steady_load(
+    net: _Network,
+    events: _Events,
+    rate: float,
+    batch: int,
+    seconds: float,
+    window: float,
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    """Open loop at ``rate`` events/s for ``seconds``; a row to ``report`` every ``window``."""
+    interval = batch / rate
+    latencies: list[float] = []
+    failures = 0
+    limits = httpx.Limits(max_connections=1000)
+
+    async def one(number: int, body: bytes, http: httpx.AsyncClient) -> None:
+        nonlocal failures
+        start = time.monotonic()
+        try:
+            response = await http.post(
+                f"{net.urls[number % len(net.urls)]}/v1/events",
+                params={"wait": "commit", "timeout": 30},
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        if ok:
+            latencies.append(time.monotonic() - start)
+        else:
+            failures += 1
+
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        tasks: set[asyncio.Task[None]] = set()
+        begin = window_start = time.monotonic()
+        size = await asyncio.to_thread(net.tree_size)
+        number = 0
+        while time.monotonic() - begin < seconds:
+            body = _body(events.harvests(batch))
+            task = asyncio.create_task(one(number, body, http))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            number += 1
+            await asyncio.sleep(max(0.0, begin + number * interval - time.monotonic()))
+            if time.monotonic() - window_start >= window:
+                now_size = await asyncio.to_thread(net.tree_size)
+                elapsed = time.monotonic() - window_start
+                done, latencies = latencies, []
+                report(
+                    {
+                        "elapsed_s": round(time.monotonic() - begin),
+                        "committed_events_per_s": (now_size - size) / elapsed,
+                        "latency_p50_ms": statistics.median(done) * 1000 if done else None,
+                        "latency_p99_ms": _percentile(done, 0.99) * 1000 if done else None,
+                        "failed_batches": failures,
+                        "node_rss_mib": [_rss_mib(p.pid) for p in net.processes],
+                    }
+                )
+                size, window_start, failures = now_size, time.monotonic(), 0
+        await asyncio.gather(*tasks)
+
+
+def soak(
+    seconds: float,
+    *,
+    rate: float = 500.0,
+    batch: int = 25,
+    window: float = 60.0,
+    report: Callable[[dict[str, Any]], None] = lambda row: None,
+) -> dict[str, Any]:
+    """Hold a steady load on a 4-node network for ``seconds``; rows over time and a verdict.
+
+    Memory counts as flat when no node's resident set in the last window exceeds its value
+    in the first window by more than 10 % (the first window includes the warm-up of caches).
+    """
+    rows: list[dict[str, Any]] = []
+
+    def record(row: dict[str, Any]) -> None:
+        rows.append(row)
+        report(row)
+
+    with tempfile.TemporaryDirectory(prefix="rantai-soak-") as scratch:
+        net = _Network(Path(scratch) / "network", 4)
+        events = _Events(net.directory)
+        bootstrap = events.bootstrap()
+        net.start()
+        try:
+            httpx.post(
+                f"{net.urls[0]}/v1/events",
+                params={"wait": "commit"},
+                content=_body(bootstrap),
+                headers={"content-type": "application/json"},
+                timeout=30,
+            ).raise_for_status()
+            asyncio.run(_steady_load(net, events, rate, batch, seconds, window, record))
+        finally:
+            net.stop()
+    if not rows:
+        raise RuntimeError(f"a soak needs at least one {window:.0f}-second window")
+    first, last = rows[0]["node_rss_mib"], rows[-1]["node_rss_mib"]
+    growth = max(b / a for a, b in zip(first, last, strict=True))
+    return {
+        "seconds": seconds,
+        "rate": rate,
+        "batch": batch,
+        "rows": rows,
+        "rss_growth_last_over_first": growth,
+        "memory_flat": growth <= 1.10,
     }
 
 
