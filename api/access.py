@@ -19,7 +19,8 @@ D28). Reads are decided here, in one place: the app runs
 
 A route missing from the table needs an auditor or a validator. ``401`` answers a request
 without a valid signature, ``403`` a signed request by someone who may not read that.
-What it does not do: rate limiting, or hide that a lot, event or member exists (their ids are
+Rate limits are applied here too, before any other work (:mod:`api.limits`). What it does not
+do: hide that a lot, event or member exists (their ids are
 on public traces and proofs; an unknown one answers ``404`` to anyone who could read it).
 """
 
@@ -36,6 +37,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from api.dependencies import MAX_BODY_BYTES, NodeDep
+from api.limits import RateLimiter
 from api.schemas import problem_example, problem_response
 from api.submission import read_body
 from ledger.errors import AuthenticationError, ForbiddenError, RuleViolation
@@ -288,8 +290,15 @@ async def authorise(request: Request, node: NodeDep) -> Caller:
             (``401``).
         ForbiddenError: a signed request by someone the route's :class:`Access` excludes
             (``403``).
+        RateLimitedError: the client address or the signing key is over its rate (``429``,
+            :mod:`api.limits`).
     """
+    limiter: RateLimiter = request.app.state.limiter
     access, route = _route_access(request)
+    if access is Access.VALIDATOR:
+        limiter.refuse_address_in_debt(request)
+    else:
+        limiter.take_address(request, 1)
     if access is Access.PUBLIC:
         return ANONYMOUS
     raw_path = request.scope.get("raw_path")
@@ -307,7 +316,16 @@ async def authorise(request: Request, node: NodeDep) -> Caller:
         route=route,
     )
     guard: ReplayGuard = request.app.state.replay_guard
-    return await run_in_threadpool(_check, node, guard, access, signed, int(time.time()))
+    try:
+        caller = await run_in_threadpool(_check, node, guard, access, signed, int(time.time()))
+    except (AuthenticationError, ForbiddenError):
+        if access is Access.VALIDATOR:
+            limiter.charge_address(request, 1)
+        raise
+    if caller.validator is None and caller.key_id is not None:
+        limiter.check_keys({caller.key_id: 1})
+        limiter.charge_keys({caller.key_id: 1})
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(authorise)]
@@ -351,9 +369,27 @@ def _forbidden(access: Access) -> dict[str, Any]:
     )
 
 
+_RATE_LIMITED = {
+    **problem_response(
+        "Over the rate limit of the client address or of a signing key (`Retry-After` says "
+        "when to try again).",
+        problem_example(
+            429, "rate-limited", "address 192.0.2.7 is over its rate limit; retry after 2 s"
+        ),
+    ),
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+
+
 def document_access(document: dict[str, Any]) -> None:
     """Add each route's access to an OpenAPI document: the request signature's security
-    scheme, who may call it, and its ``401`` and ``403`` answers."""
+    scheme, who may call it, its ``401`` and ``403`` answers, and the ``429`` of the rate
+    limits (every route)."""
     components = document.setdefault("components", {})
     components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
         "type": "apiKey",
@@ -368,6 +404,7 @@ def document_access(document: dict[str, Any]) -> None:
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
             access = ROUTE_ACCESS.get((method.upper(), path), DEFAULT_ACCESS)
+            operation["responses"].setdefault("429", _RATE_LIMITED)
             if access is Access.PUBLIC:
                 continue
             operation["security"] = [{SECURITY_SCHEME: []}]

@@ -29,6 +29,7 @@ from api.dependencies import (
     WaitQuery,
 )
 from api.epcis_routes import CAPTURE_SECURITY, CaptureSettings
+from api.limits import RateLimiter, RateLimits
 from api.metrics import node_registry
 from api.problems import STATUS_BY_ERROR, install_problem_handlers, problem
 from api.schemas import (
@@ -62,7 +63,14 @@ from node.httpsig import ReplayGuard
 from node.ledger_state import DatabaseState
 from node.runtime import LedgerNode
 
-__all__ = ["MAX_BATCH", "MAX_BODY_BYTES", "STATUS_BY_ERROR", "CaptureSettings", "create_app"]
+__all__ = [
+    "MAX_BATCH",
+    "MAX_BODY_BYTES",
+    "STATUS_BY_ERROR",
+    "CaptureSettings",
+    "RateLimits",
+    "create_app",
+]
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -106,13 +114,16 @@ def _page(
     return page, key(page[-1]) if len(rest) > limit else None
 
 
-def create_app(node: LedgerNode, capture: CaptureSettings | None = None) -> FastAPI:
+def create_app(
+    node: LedgerNode, capture: CaptureSettings | None = None, limits: RateLimits | None = None
+) -> FastAPI:
     """The FastAPI application serving ``node``.
 
     Args:
         node: the node.
         capture: its capture key and token; without them ``POST /epcis/capture`` answers
             ``404``.
+        limits: the rate limits per client address and per key (default: :class:`RateLimits`).
     """
     app = FastAPI(
         title="Rantai ledger node",
@@ -125,6 +136,7 @@ def create_app(node: LedgerNode, capture: CaptureSettings | None = None) -> Fast
     app.state.node = node
     app.state.capture = capture
     app.state.replay_guard = ReplayGuard()
+    app.state.limiter = RateLimiter(limits or RateLimits())
     install_problem_handlers(app)
 
     @app.post(
@@ -204,7 +216,7 @@ def create_app(node: LedgerNode, capture: CaptureSettings | None = None) -> Fast
         batch = parse_batch(parse_json(await read_body(request, MAX_BODY_BYTES)))
         if isinstance(batch, Response):
             return batch
-        return await admit(node, batch, wait=wait == "commit", timeout=timeout)
+        return await admit(request, node, batch, wait=wait == "commit", timeout=timeout)
 
     @app.get(
         "/v1/events/{event_id}",

@@ -174,7 +174,7 @@ async def capture(
     now = _dt.datetime.now(_dt.UTC)
     mapped = await run_in_threadpool(map_document, raw, network=node.genesis.network, now=now)
     envelopes = capture_envelopes(node, mapped, settings.key)
-    return await admit(node, envelopes, wait=wait == "commit", timeout=timeout)
+    return await admit(request, node, envelopes, wait=wait == "commit", timeout=timeout)
 
 
 def _parameter(name: str, description: str, example: str, **schema: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.limits import RateLimitedError
 from ledger.errors import (
     AuthenticationError,
     ChainError,
@@ -63,6 +64,7 @@ STATUS_BY_ERROR: dict[type[LedgerError], int] = {
     StorageError: 503,
     AuthenticationError: 401,
     ForbiddenError: 403,
+    RateLimitedError: 429,
 }
 
 _KIND_BY_ERROR: dict[type[LedgerError], str] = {
@@ -77,6 +79,7 @@ _KIND_BY_ERROR: dict[type[LedgerError], str] = {
     ConsensusError: "consensus-conflict",
     StorageError: "storage-unavailable",
     ForbiddenError: "forbidden",
+    RateLimitedError: "rate-limited",
 }
 
 
@@ -153,6 +156,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def unauthenticated(_: Request, error: AuthenticationError) -> JSONResponse:
         return problem(
             401, error.reason, error.detail, headers={"Accept-Signature": ACCEPT_SIGNATURE}
+        )
+
+    @app.exception_handler(RateLimitedError)
+    async def rate_limited(_: Request, error: RateLimitedError) -> JSONResponse:
+        return problem(
+            429, "rate-limited", str(error), headers={"Retry-After": str(error.retry_after)}
         )
 
     @app.exception_handler(QueryParameterError)

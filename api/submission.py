@@ -4,11 +4,13 @@ all-or-nothing admission of a batch of envelopes (DESIGN.md §6).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from api.limits import RateLimiter
 from api.problems import BodyTooLargeError, problem, rule_of, status_of
 from ledger.errors import EncodingError, LedgerError, RuleViolation
 from ledger.events import Envelope, parse_envelope
@@ -68,13 +70,22 @@ def parse_batch(value: Any) -> list[Envelope] | Response:
 
 
 async def admit(
-    node: LedgerNode, envelopes: list[Envelope], *, wait: bool, timeout: float
+    request: Request, node: LedgerNode, envelopes: list[Envelope], *, wait: bool, timeout: float
 ) -> Response:
     """Admit a batch after checking it against the state, all or nothing; optionally wait.
 
     Known events count as accepted. Answers ``202`` (or ``200`` once all are committed when
-    ``wait``), or a problem listing every refused event with its position, id and rule.
+    ``wait``), or a problem listing every refused event with its position, id and rule. Each
+    event costs its request's address a token first, and each signature its key a token once
+    admitted (:mod:`api.limits`).
+
+    Raises:
+        RateLimitedError: the address, or a key that signs an event, is over its rate.
     """
+    limiter: RateLimiter = request.app.state.limiter
+    limiter.take_address(request, len(envelopes))
+    signers = Counter(signature.key for envelope in envelopes for signature in envelope.sigs)
+    limiter.check_keys(signers)
     try:
         result = await node.submit(envelopes, wait=wait, timeout=timeout)
     except BatchRefusedError as refusal:
@@ -92,5 +103,6 @@ async def admit(
                 for position, envelope, error in refusal.refused
             ],
         )
+    limiter.charge_keys(signers)
     status = 200 if wait and result.committed else 202
     return JSONResponse({"events": result.events}, status_code=status)

@@ -57,6 +57,8 @@ from node.epcis import CapturedEvent, EpcisError, capture_bodies, lot_epc_class
 from node.httpsig import sign_request
 
 __all__ = [
+    "MAX_RETRY_AFTER",
+    "RATE_LIMIT_RETRIES",
     "Client",
     "ConsistencyProof",
     "InclusionProof",
@@ -73,6 +75,10 @@ __all__ = [
     "verify_event_inclusion",
 ]
 
+RATE_LIMIT_RETRIES = 3
+"""How many times a request refused with ``429`` is sent again."""
+MAX_RETRY_AFTER = 30
+"""The longest wait, in seconds, before sending a rate-limited request again."""
 _HASH_SIZE = 32
 _POLL_SECONDS = 0.25
 
@@ -489,10 +495,20 @@ class Client:
         return request
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self._http.send(self._build(method, path, **kwargs))
-        except (httpx.HTTPError, httpx.InvalidURL) as e:
-            raise NodeUnavailableError(f"cannot reach {self.url}: {e}") from e
+        """Send the request; over a rate limit (``429``), wait as told and send it again,
+        signed anew, up to :data:`RATE_LIMIT_RETRIES` times (waiting at most
+        :data:`MAX_RETRY_AFTER` seconds each time)."""
+        retries = 0
+        while True:
+            try:
+                response = self._http.send(self._build(method, path, **kwargs))
+            except (httpx.HTTPError, httpx.InvalidURL) as e:
+                raise NodeUnavailableError(f"cannot reach {self.url}: {e}") from e
+            if response.status_code != 429 or retries == RATE_LIMIT_RETRIES:
+                return response
+            retries += 1
+            after = response.headers.get("retry-after", "")
+            time.sleep(min(MAX_RETRY_AFTER, int(after)) if after.isdigit() else 1)
 
     def _refuse_if_error(self, response: httpx.Response) -> None:
         if response.status_code < 400:

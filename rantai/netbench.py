@@ -162,11 +162,18 @@ class _Events:
         ]
 
 
+_UNLIMITED = "\n[limits]\naddress_per_second = 0\nkey_per_second = 0\n"
+"""The load generator stands in for many clients with one address and one key: no rate limits."""
+
+
 class _Network:
     def __init__(self, directory: Path, nodes: int) -> None:
         self.directory = directory
         self.base = _free_base_port(nodes)
         init_network(directory, nodes=nodes, base_port=self.base, network=_NETWORK)
+        for k in range(1, nodes + 1):
+            with (directory / f"node-{k}" / "node.toml").open("a") as config:
+                config.write(_UNLIMITED)
         self.urls = [f"http://127.0.0.1:{self.base + k}" for k in range(nodes)]
         self.processes: list[subprocess.Popen[bytes]] = []
 

@@ -24,6 +24,15 @@ directory) and the bearer token callers authenticate with (at least 16 character
     [capture]
     key = "capture-clerk.pem"
     token = "…"
+
+An optional ``[limits]`` section sets the rate limits (``api.limits``; tokens a second and the
+most saved up; a rate of 0 turns a limit off). The defaults::
+
+    [limits]
+    address_per_second = 1000  # a request costs one token, each event it submits one more
+    address_burst = 10000
+    key_per_second = 500       # each event or read a key signed
+    key_burst = 10000
 """
 
 from __future__ import annotations
@@ -35,14 +44,14 @@ import json
 import logging
 import socket
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from api.app import CaptureSettings, create_app
+from api.app import CaptureSettings, RateLimits, create_app
 from ledger.blocks import GenesisDocument, parse_genesis
 from ledger.encoding import format_time
 from ledger.errors import EncodingError, StorageError
@@ -87,6 +96,7 @@ class NodeConfig:
     genesis: Path
     peers: tuple[Peer, ...]
     capture: CaptureConfig | None = None
+    limits: RateLimits = field(default_factory=RateLimits)
 
     @property
     def url(self) -> str:
@@ -187,6 +197,30 @@ def _capture_config(directory: Path, raw: object) -> CaptureConfig | None:
     return CaptureConfig(key=(directory / str(raw["key"])).resolve(), token=token)
 
 
+_LIMIT_FIELDS = {
+    "address_per_second": "address_rate",
+    "address_burst": "address_burst",
+    "key_per_second": "key_rate",
+    "key_burst": "key_burst",
+}
+
+
+def _limits_config(raw: object) -> RateLimits:
+    if raw is None:
+        return RateLimits()
+    if not isinstance(raw, dict):
+        raise TypeError("[limits] must be a table")
+    unknown = sorted(set(raw) - set(_LIMIT_FIELDS))
+    if unknown:
+        raise ValueError(f"[limits] has unknown settings {', '.join(unknown)}")
+    values = {}
+    for name, value in raw.items():
+        if type(value) not in (int, float):
+            raise TypeError(f"[limits] {name} must be a number, got {value!r}")
+        values[_LIMIT_FIELDS[name]] = float(value)
+    return RateLimits(**values)
+
+
 def load_config(directory: Path) -> NodeConfig:
     """Read ``directory/node.toml``.
 
@@ -207,6 +241,7 @@ def load_config(directory: Path) -> NodeConfig:
                 Peer(str(p["name"]), str(p["url"]), str(p["key_id"])) for p in raw.get("peers", [])
             ),
             capture=_capture_config(directory, raw.get("capture")),
+            limits=_limits_config(raw.get("limits")),
         )
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
         raise EncodingError(f"{directory / 'node.toml'}: {e}") from e
@@ -250,7 +285,7 @@ async def run_node(config: NodeConfig, *, timeouts: Timeouts | None = None) -> N
     )
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(node, capture),
+            create_app(node, capture, config.limits),
             host=config.host,
             port=config.port,
             log_level="warning",
