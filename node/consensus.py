@@ -423,9 +423,10 @@ class Consensus:
         self._proposal_wait_started: float | None = None
         self._now = 0.0
         self._quiet_since = 0.0
-        # Signatures already verified: an Ed25519 signature binds its exact message, so a
-        # repeat (a duplicate or a relay) needs no second check.
-        self._authentic_sigs: set[bytes] = set()
+        # Signatures already verified, by height: an Ed25519 signature binds its exact
+        # message, so a repeat (a duplicate or a relay) needs no second check; those of past
+        # heights are forgotten.
+        self._authentic_sigs: dict[int, set[bytes]] = {}
         self._enter_height(height, signed)
 
     # --- public inputs -------------------------------------------------------------------
@@ -535,6 +536,7 @@ class Consensus:
 
     def _enter_height(self, height: int, signed: SignedState | None) -> None:
         self.height = height
+        self._authentic_sigs = {h: s for h, s in self._authentic_sigs.items() if h >= height}
         self.round = 0
         self.step = PROPOSE_STEP
         self.signed = (
@@ -646,7 +648,8 @@ class Consensus:
 
     def _authentic(self, message: Message) -> bool:
         """Signed by the validator it names, for this network (each signature checked once)."""
-        if message.sig in self._authentic_sigs:
+        checked = self._authentic_sigs.get(message.height, ())
+        if message.sig in checked:
             return True
         public_key = self._validators.get(message.node)
         if public_key is None:
@@ -657,9 +660,10 @@ class Consensus:
             )
         except SignatureError:
             return False
-        if len(self._authentic_sigs) > _MAX_CHECKED_SIGNATURES:
-            self._authentic_sigs.clear()
-        self._authentic_sigs.add(message.sig)
+        at_height = self._authentic_sigs.setdefault(message.height, set())
+        if len(at_height) > _MAX_CHECKED_SIGNATURES:
+            at_height.clear()  # a Byzantine validator signing vote after vote at one height
+        at_height.add(message.sig)
         return True
 
     def _behind_signals(self) -> bool:

@@ -659,6 +659,16 @@ class LedgerNode:
 
     # --- clients -------------------------------------------------------------------------
 
+    def _forget_waiters(self, futures: dict[str, asyncio.Future[None]]) -> None:
+        """Stop waiting for events that were not committed in time (they may never be)."""
+        for event_id, future in futures.items():
+            if not future.done():
+                waiting = self._waiters.get(event_id, [])
+                if future in waiting:
+                    waiting.remove(future)
+                if not waiting:
+                    self._waiters.pop(event_id, None)
+
     async def submit(
         self, envelopes: list[Envelope], *, wait: bool, timeout: float
     ) -> SubmitResult:
@@ -679,14 +689,15 @@ class LedgerNode:
         self._act(self.consensus.notify(self._monotonic()))
         if wait:
             loop = asyncio.get_running_loop()
-            futures = []
+            futures: dict[str, asyncio.Future[None]] = {}
             for admission in admissions:
                 if self.ledger.state.event_index(admission.event_id) is None:
                     future: asyncio.Future[None] = loop.create_future()
                     self._waiters.setdefault(admission.event_id, []).append(future)
-                    futures.append(future)
+                    futures[admission.event_id] = future
             if futures:
-                await asyncio.wait(futures, timeout=timeout)
+                await asyncio.wait(futures.values(), timeout=timeout)
+                self._forget_waiters(futures)
         where = self.store.locations([a.event_id for a in admissions])
         results: list[dict[str, Any]] = []
         for admission in admissions:

@@ -1,14 +1,19 @@
-"""What a validator persists before it sends anything survives the round trip through JSON."""
+"""What a node keeps: what a validator persists before it sends anything survives the round
+trip through JSON, and a submitter that stops waiting leaves nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 from ledger.blocks import Block, proposal_bytes, sign_vote
 from ledger.encoding import canonical
-from ledger.keys import PROPOSAL_PREFIX, sign
+from ledger.keys import PROPOSAL_PREFIX, public_key_bytes, sign
 from node.consensus import Proposal, SignedState, Vote, block_wire
-from node.runtime import _signed_from_json, _signed_to_json
+from node.runtime import LedgerNode, _signed_from_json, _signed_to_json
+from node.store import Store
+from rantai.client import build_event
 from rantai.samplechain import sample_network
 
 
@@ -54,3 +59,21 @@ def test_signed_state_round_trips() -> None:
     assert restored.proposals[1].last_commit == blocks[1].commit
     assert restored.locked_block is not None
     assert restored.locked_block.header.block_hash == block.header.block_hash
+
+
+def test_a_submitter_that_times_out_is_forgotten(tmp_path: Path) -> None:
+    net = sample_network(1)
+    store = Store.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    store.initialize(net.genesis)
+    node = LedgerNode(net.genesis, store, net.validator_keys[0], "node-1", [])  # never started
+    payload = {
+        "org_id": "koperasi-kopi",
+        "name": "Koperasi Kopi",
+        "kind": "cooperative",
+        "admins": [public_key_bytes(net.key("admin")).hex()],
+    }
+    event = build_event(net.network, "org.register", payload, [net.governance_key])
+    result = asyncio.run(node.submit([event], wait=True, timeout=0.05))
+    assert result.events == [{"event_id": event.event_id, "status": "pending"}]
+    assert node._waiters == {}
+    store.close()
