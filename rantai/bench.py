@@ -72,7 +72,7 @@ from rantai.bench_baseline import (
     percentile,
     served,
 )
-from rantai.netbench import NetworkLoad, measure_network, soak
+from rantai.netbench import FLAT_MIB_PER_MINUTE, NetworkLoad, measure_network, soak
 from rantai.samplechain import LINEAGE_FINAL_LOT, SampleNetwork, sample_network
 
 __all__ = ["SECTIONS", "BenchRun", "Row", "main", "read_only_node_app"]
@@ -833,9 +833,11 @@ def _soak(seconds: float, out: Path) -> None:
         )
     console.print(table)
     verdict = "flat" if result["memory_flat"] else "GROWING"
+    slopes = ", ".join(f"{s:+.3f}" for s in result["rss_slope_second_half_mib_per_min"])
     console.print(
-        f"memory: last window / first window ≤ {result['rss_growth_last_over_first']:.2f} "
-        f"per node: {verdict}"
+        f"memory over the second half: {slopes} MiB/min per node "
+        f"(flat: ≤ {FLAT_MIB_PER_MINUTE} MiB/min): {verdict}; last window / first window "
+        f"≤ {result['rss_growth_last_over_first']:.2f}"
     )
     out.write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"written to {out}")

@@ -51,7 +51,7 @@ from rantai.client import Client
 from rantai.network import init_network
 from rantai.samplechain import derive_key
 
-__all__ = ["NetworkLoad", "measure_network"]
+__all__ = ["FLAT_MIB_PER_MINUTE", "NetworkLoad", "measure_network", "soak"]
 
 _NETWORK = "kalbar-coop"
 
@@ -162,6 +162,8 @@ class _Events:
         ]
 
 
+FLAT_MIB_PER_MINUTE = 0.1
+"""The soak's bound on memory growth once warm (6 MiB an hour)."""
 _UNLIMITED = "\n[limits]\naddress_per_second = 0\nkey_per_second = 0\n"
 """The load generator stands in for many clients with one address and one key: no rate limits."""
 
@@ -459,8 +461,9 @@ def soak(
 ) -> dict[str, Any]:
     """Hold a steady load on a 4-node network for ``seconds``; rows over time and a verdict.
 
-    Memory counts as flat when no node's resident set in the last window exceeds its value
-    in the first window by more than 10 % (the first window includes the warm-up of caches).
+    Memory counts as flat when, over the second half of the run (the first half includes the
+    warm-up: bounded caches filling, the database's page cache, the allocator's arenas), no
+    node's resident set grows faster than :data:`FLAT_MIB_PER_MINUTE` (least-squares slope).
     """
     rows: list[dict[str, Any]] = []
 
@@ -487,15 +490,28 @@ def soak(
     if not rows:
         raise RuntimeError(f"a soak needs at least one {window:.0f}-second window")
     first, last = rows[0]["node_rss_mib"], rows[-1]["node_rss_mib"]
-    growth = max(b / a for a, b in zip(first, last, strict=True))
+    slopes = _second_half_slopes(rows)
     return {
         "seconds": seconds,
         "rate": rate,
         "batch": batch,
         "rows": rows,
-        "rss_growth_last_over_first": growth,
-        "memory_flat": growth <= 1.10,
+        "rss_growth_last_over_first": max(b / a for a, b in zip(first, last, strict=True)),
+        "rss_slope_second_half_mib_per_min": slopes,
+        "memory_flat": max(slopes) <= FLAT_MIB_PER_MINUTE,
     }
+
+
+def _second_half_slopes(rows: list[dict[str, Any]]) -> list[float]:
+    """Each node's resident-set growth, MiB a minute, fitted over the second half's rows."""
+    half = rows[len(rows) // 2 :]
+    if len(half) < 2:
+        return [0.0 for _ in rows[0]["node_rss_mib"]]
+    minutes = [row["elapsed_s"] / 60 for row in half]
+    return [
+        statistics.linear_regression(minutes, [row["node_rss_mib"][k] for row in half]).slope
+        for k in range(len(half[0]["node_rss_mib"]))
+    ]
 
 
 if __name__ == "__main__":
