@@ -19,6 +19,7 @@ cosign checkpoints, or store anything itself.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -68,7 +69,8 @@ PREVOTE, PRECOMMIT = "prevote", "precommit"
 PROPOSE_STEP, PREVOTE_STEP, PRECOMMIT_STEP = 0, 1, 2
 _MAX_CHECKED_SIGNATURES = 100_000
 _FUTURE_HEIGHT_BUFFER = 4096
-"""Messages kept for the next height (a validator a little behind its peers)."""
+"""Messages kept for later heights (a validator a little behind its peers), shared equally
+among the validators so that one Byzantine validator cannot fill it for the others."""
 
 
 # --- messages ------------------------------------------------------------------------------
@@ -410,6 +412,8 @@ class Consensus:
         self._timeouts = timeouts or Timeouts()
         self.evidence: list[Evidence] = []
         self._future: list[Message] = []
+        self._future_from: Counter[str] = Counter()
+        self._future_share = max(1, _FUTURE_HEIGHT_BUFFER // len(self._order))
         self.height = height
         self.round = 0
         self.step = PROPOSE_STEP
@@ -443,8 +447,9 @@ class Consensus:
         self._now = now
         actions: list[Action] = []
         if message.height > self.height:
-            if len(self._future) < _FUTURE_HEIGHT_BUFFER and self._authentic(message):
+            if self._future_from[message.node] < self._future_share and self._authentic(message):
                 self._future.append(message)
+                self._future_from[message.node] += 1
                 if message.height > self.height + 1 or self._behind_signals():
                     actions.append(CatchUp(message.height - 1))
             return actions
@@ -562,6 +567,7 @@ class Consensus:
                 self._receive(message, now, actions)
             elif message.height > self.height:
                 self._future.append(message)
+        self._future_from = Counter(m.node for m in self._future)
 
     def _round(self, round_: int) -> _Round:
         found = self._rounds.get(round_)

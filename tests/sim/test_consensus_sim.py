@@ -14,8 +14,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from node.consensus import Action, Consensus, Persist
+from ledger.blocks import Block, CommitCertificate, sign_vote
+from node.consensus import PREVOTE, Action, CatchUp, Consensus, Persist, Vote
+from rantai.samplechain import sample_network
 from tests.sim.simulator import Faults, Simulation, SimulationError
 
 SCENARIOS: dict[str, Faults] = {
@@ -78,3 +81,37 @@ def test_two_blocks_at_one_height_are_caught() -> None:
     node.highest = forged.header.height - 1
     with pytest.raises(SimulationError, match="two different blocks decided at height 2"):
         simulation._record_commit(node, forged)
+
+
+class _Idle:
+    """A block source with nothing to propose (the test only buffers later heights)."""
+
+    def has_pending(self) -> bool:
+        return False
+
+    def build_block(self, height: int, round_: int) -> Block:
+        raise AssertionError("not the proposer")
+
+    def validate_block(self, block: Block) -> None:
+        raise AssertionError("no proposal expected")
+
+    def last_commit(self) -> CommitCertificate | None:
+        return None
+
+
+def test_a_byzantine_flood_of_later_heights_leaves_room_for_honest_validators() -> None:
+    """Signed messages for later heights are buffered per validator: a Byzantine validator that
+    sends thousands cannot crowd out the honest ones that tell a node it is behind."""
+    net = sample_network(4)
+    node = Consensus(net.genesis, net.validator_keys[0], _Idle(), height=1)
+    node.start(0.0)
+    byzantine, honest = net.validator_keys[3], net.validator_keys[1]
+
+    def prevote(key: Ed25519PrivateKey, height: int, round_: int) -> Vote:
+        signature = sign_vote(key, net.network, height, round_, PREVOTE, "")
+        return Vote(PREVOTE, height, round_, "", signature.node, signature.sig)
+
+    for round_ in range(5000):
+        node.handle(prevote(byzantine, 3, round_), 0.0)
+    actions = node.handle(prevote(honest, 2, 0), 0.0)
+    assert any(isinstance(action, CatchUp) for action in actions)
