@@ -55,7 +55,7 @@ from api.schemas import (
     problem_response,
     ref,
 )
-from api.submission import MAX_BATCH, admit, parse_batch, read_body
+from api.submission import BUSY_RESPONSE, MAX_BATCH, admit, parse_batch, read_body
 from ledger.encoding import parse_json
 from ledger.errors import EncodingError, ProofError
 from ledger.trace import trace_back, trace_forward
@@ -170,6 +170,7 @@ def create_app(
                     ],
                 ),
             ),
+            503: BUSY_RESPONSE,
             413: problem_response(
                 "More than 1000 events or 16 MiB.",
                 problem_example(413, "batch-too-large", "at most 1000 events per batch"),

@@ -31,7 +31,7 @@ from api.schemas import (
     problem_response,
     ref,
 )
-from api.submission import admit, read_body
+from api.submission import BUSY_RESPONSE, admit, read_body
 from ledger.encoding import format_time
 from node.epcis import MAX_DOCUMENT_BYTES, MAX_EVENTS
 from node.epcis_capture import capture_envelopes, map_document
@@ -114,6 +114,7 @@ _CAPTURE_REQUEST_BODY: dict[str, Any] = {
         ),
         401: problem_response("No or a wrong bearer token.", _UNAUTHORISED),
         404: problem_response("This node has no capture key.", _NOT_CONFIGURED),
+        503: BUSY_RESPONSE,
         413: problem_response(
             "Too many events or bytes.",
             problem_example(413, "capture-too-large", "at most 1000 events per capture"),

@@ -32,6 +32,7 @@ from node.epcis import EpcisError
 from node.epcis_capture import CaptureLimitError
 from node.epcis_query import QueryParameterError
 from node.httpsig import ACCEPT_SIGNATURE
+from node.runtime import MempoolFullError
 
 __all__ = [
     "PROBLEM",
@@ -65,6 +66,7 @@ STATUS_BY_ERROR: dict[type[LedgerError], int] = {
     AuthenticationError: 401,
     ForbiddenError: 403,
     RateLimitedError: 429,
+    MempoolFullError: 503,
 }
 
 _KIND_BY_ERROR: dict[type[LedgerError], str] = {
@@ -80,6 +82,7 @@ _KIND_BY_ERROR: dict[type[LedgerError], str] = {
     StorageError: "storage-unavailable",
     ForbiddenError: "forbidden",
     RateLimitedError: "rate-limited",
+    MempoolFullError: "mempool-full",
 }
 
 
@@ -163,6 +166,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(
             429, "rate-limited", str(error), headers={"Retry-After": str(error.retry_after)}
         )
+
+    @app.exception_handler(MempoolFullError)
+    async def mempool_full(_: Request, error: MempoolFullError) -> JSONResponse:
+        return problem(503, "mempool-full", str(error), headers={"Retry-After": "1"})
 
     @app.exception_handler(QueryParameterError)
     async def query_parameter(_: Request, error: QueryParameterError) -> JSONResponse:

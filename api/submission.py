@@ -12,14 +12,30 @@ from fastapi.responses import JSONResponse, Response
 
 from api.limits import RateLimiter
 from api.problems import BodyTooLargeError, problem, rule_of, status_of
+from api.schemas import problem_example, problem_response
 from ledger.errors import EncodingError, LedgerError, RuleViolation
 from ledger.events import Envelope, parse_envelope
 from node.runtime import BatchRefusedError, LedgerNode
 
-__all__ = ["MAX_BATCH", "admit", "parse_batch", "read_body"]
+__all__ = ["BUSY_RESPONSE", "MAX_BATCH", "admit", "parse_batch", "read_body"]
 
 MAX_BATCH = 1000
 """The most envelopes one ``POST /v1/events`` takes."""
+BUSY_RESPONSE = problem_response(
+    "The node cannot take events now: as many are waiting for a block as it holds "
+    "(`Retry-After` says when to try again), or its database refuses writes.",
+    problem_example(
+        503,
+        "mempool-full",
+        "10000 events are waiting for a block (at most 10000); try again in a second",
+    ),
+    problem_example(
+        503,
+        "storage-unavailable",
+        "this node cannot store blocks now: database or disk is full",
+    ),
+)
+"""The ``503`` of the routes that admit events (OpenAPI)."""
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -78,7 +78,15 @@ from node.ledger_state import CachedState, DatabaseState
 from node.models import CheckpointRow, MetaRow
 from node.store import Store
 
-__all__ = ["BatchRefusedError", "LedgerNode", "Peer", "StoreLedger", "SubmitResult"]
+__all__ = [
+    "DEFAULT_MAX_PENDING",
+    "BatchRefusedError",
+    "LedgerNode",
+    "MempoolFullError",
+    "Peer",
+    "StoreLedger",
+    "SubmitResult",
+]
 
 log = logging.getLogger("rantai.node")
 
@@ -86,6 +94,9 @@ _SIGNED_STATE_KEY = "consensus-signed"
 _SIGNED_BLOCKS_KEY = "consensus-signed-blocks"
 _PROBE_KEY = "storage-probe"
 _EVIDENCE_KEY = "consensus-evidence"
+DEFAULT_MAX_PENDING = 10_000
+"""The most pending events a node admits from clients (five full blocks); more answer ``503``
+until blocks catch up. Events relayed by peers are bounded by the peers' own limits."""
 _CATCH_UP_BATCH = 64
 _PEER_BATCH = 256
 
@@ -216,6 +227,10 @@ class BatchRefusedError(LedgerError):
         self.refused = refused
 
 
+class MempoolFullError(LedgerError):
+    """The node holds as many pending events as it takes; try again shortly (``503``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitResult:
     """What became of a batch: each event's id and status, and where committed events sit."""
@@ -234,6 +249,8 @@ class LedgerNode:
         name: the validator's name (its genesis key name).
         peers: the other validators.
         timeouts: consensus timeouts.
+        max_block_events: the most events one block takes.
+        max_pending_events: the most pending events admitted from clients.
     """
 
     def __init__(
@@ -245,8 +262,10 @@ class LedgerNode:
         peers: Sequence[Peer],
         timeouts: Timeouts | None = None,
         max_block_events: int = 2000,
+        max_pending_events: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self.genesis = genesis
+        self._max_pending = max_pending_events
         self.store = store
         self.name = name
         self._key = private_key
@@ -676,10 +695,16 @@ class LedgerNode:
 
         Raises:
             BatchRefusedError: an event is refused (nothing was admitted).
+            MempoolFullError: the batch would take the node over its pending events.
             StorageError: the node cannot store blocks now (see :meth:`_fault`).
         """
         if self.fault is not None:
             raise StorageError(f"this node cannot store blocks now: {self.fault}")
+        if self.app.pending_count + len(envelopes) > self._max_pending:
+            raise MempoolFullError(
+                f"{self.app.pending_count} events are waiting for a block (at most "
+                f"{self._max_pending}); try again in a second"
+            )
         admissions, refused = self.app.submit_batch(envelopes)
         if refused:
             raise BatchRefusedError(refused)

@@ -76,7 +76,8 @@ __all__ = [
 ]
 
 RATE_LIMIT_RETRIES = 3
-"""How many times a request refused with ``429`` is sent again."""
+"""How many times a request refused with ``429`` (or ``503`` with ``Retry-After``) is sent
+again."""
 MAX_RETRY_AFTER = 30
 """The longest wait, in seconds, before sending a rate-limited request again."""
 _HASH_SIZE = 32
@@ -495,16 +496,18 @@ class Client:
         return request
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send the request; over a rate limit (``429``), wait as told and send it again,
-        signed anew, up to :data:`RATE_LIMIT_RETRIES` times (waiting at most
-        :data:`MAX_RETRY_AFTER` seconds each time)."""
+        """Send the request; over a rate limit (``429``) or while the node is too busy (``503``
+        with ``Retry-After``), wait as told and send it again, signed anew, up to
+        :data:`RATE_LIMIT_RETRIES` times (waiting at most :data:`MAX_RETRY_AFTER` seconds each
+        time)."""
         retries = 0
         while True:
             try:
                 response = self._http.send(self._build(method, path, **kwargs))
             except (httpx.HTTPError, httpx.InvalidURL) as e:
                 raise NodeUnavailableError(f"cannot reach {self.url}: {e}") from e
-            if response.status_code != 429 or retries == RATE_LIMIT_RETRIES:
+            busy = response.status_code in (429, 503) and "retry-after" in response.headers
+            if not busy or retries == RATE_LIMIT_RETRIES:
                 return response
             retries += 1
             after = response.headers.get("retry-after", "")

@@ -308,7 +308,7 @@ def test_the_client_waits_and_signs_again_after_a_429(monkeypatch: pytest.Monkey
         return httpx.Response(status, json={"height": 1}, headers=headers)
 
     slept: list[float] = []
-    monkeypatch.setattr(client_module.time, "sleep", slept.append)
+    monkeypatch.setattr("rantai.client.time.sleep", slept.append)
     client = Client("http://node", NET.governance_key)
     client._http = httpx.Client(transport=httpx.MockTransport(handler))
     assert client.status() == {"height": 1}
@@ -324,7 +324,7 @@ def test_the_client_gives_up_after_its_retries(monkeypatch: pytest.MonkeyPatch) 
         return httpx.Response(429, json={"title": "rate limited"}, headers={"retry-after": "999"})
 
     slept: list[float] = []
-    monkeypatch.setattr(client_module.time, "sleep", slept.append)
+    monkeypatch.setattr("rantai.client.time.sleep", slept.append)
     client = Client("http://node")
     client._http = httpx.Client(transport=httpx.MockTransport(handler))
     with pytest.raises(client_module.RefusedError) as refused:
@@ -332,3 +332,12 @@ def test_the_client_gives_up_after_its_retries(monkeypatch: pytest.MonkeyPatch) 
     assert refused.value.status == 429
     assert len(calls) == RATE_LIMIT_RETRIES + 1
     assert slept == [client_module.MAX_RETRY_AFTER] * RATE_LIMIT_RETRIES
+
+
+def test_a_full_mempool_answers_503_with_retry_after(app: FastAPI) -> None:
+    app.state.node._max_pending = 1
+    asyncio.run(_post(app, "192.0.2.7", "/v1/events", _org(1).to_json()))
+    response = asyncio.run(_post(app, "192.0.2.7", "/v1/events", _org(2).to_json()))
+    assert response.status_code == 503
+    assert response.json()["type"].endswith("/mempool-full")
+    assert response.headers["retry-after"] == "1"

@@ -1,5 +1,6 @@
 """What a node keeps: what a validator persists before it sends anything survives the round
-trip through JSON, and a submitter that stops waiting leaves nothing behind."""
+trip through JSON, a submitter that stops waiting leaves nothing behind, and the mempool has
+a bound."""
 
 from __future__ import annotations
 
@@ -7,11 +8,20 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from ledger.blocks import Block, proposal_bytes, sign_vote
 from ledger.encoding import canonical
+from ledger.events import Envelope
 from ledger.keys import PROPOSAL_PREFIX, public_key_bytes, sign
 from node.consensus import Proposal, SignedState, Vote, block_wire
-from node.runtime import LedgerNode, _signed_from_json, _signed_to_json
+from node.runtime import (
+    DEFAULT_MAX_PENDING,
+    LedgerNode,
+    MempoolFullError,
+    _signed_from_json,
+    _signed_to_json,
+)
 from node.store import Store
 from rantai.client import build_event
 from rantai.samplechain import sample_network
@@ -61,19 +71,47 @@ def test_signed_state_round_trips() -> None:
     assert restored.locked_block.header.block_hash == block.header.block_hash
 
 
-def test_a_submitter_that_times_out_is_forgotten(tmp_path: Path) -> None:
-    net = sample_network(1)
+NET = sample_network(1)
+
+
+def _node(tmp_path: Path, max_pending_events: int = DEFAULT_MAX_PENDING) -> LedgerNode:
     store = Store.open(f"sqlite:///{tmp_path / 'ledger.db'}")
-    store.initialize(net.genesis)
-    node = LedgerNode(net.genesis, store, net.validator_keys[0], "node-1", [])  # never started
+    store.initialize(NET.genesis)
+    return LedgerNode(
+        NET.genesis,
+        store,
+        NET.validator_keys[0],
+        "node-1",
+        [],
+        max_pending_events=max_pending_events,
+    )
+
+
+def _org(serial: int) -> Envelope:
     payload = {
-        "org_id": "koperasi-kopi",
-        "name": "Koperasi Kopi",
+        "org_id": f"koperasi-{serial}",
+        "name": f"Koperasi {serial}",
         "kind": "cooperative",
-        "admins": [public_key_bytes(net.key("admin")).hex()],
+        "admins": [public_key_bytes(NET.key(f"admin-{serial}")).hex()],
     }
-    event = build_event(net.network, "org.register", payload, [net.governance_key])
+    return build_event(NET.network, "org.register", payload, [NET.governance_key])
+
+
+def test_a_submitter_that_times_out_is_forgotten(tmp_path: Path) -> None:
+    node = _node(tmp_path)  # never started: nothing commits
+    event = _org(1)
     result = asyncio.run(node.submit([event], wait=True, timeout=0.05))
     assert result.events == [{"event_id": event.event_id, "status": "pending"}]
     assert node._waiters == {}
-    store.close()
+    node.store.close()
+
+
+def test_a_full_mempool_refuses_a_batch_whole(tmp_path: Path) -> None:
+    node = _node(tmp_path, max_pending_events=3)
+    asyncio.run(node.submit([_org(1), _org(2)], wait=False, timeout=1))
+    with pytest.raises(MempoolFullError, match="2 events are waiting for a block"):
+        asyncio.run(node.submit([_org(3), _org(4)], wait=False, timeout=1))
+    assert node.app.pending_count == 2
+    asyncio.run(node.submit([_org(3)], wait=False, timeout=1))
+    assert node.app.pending_count == 3
+    node.store.close()
