@@ -10,16 +10,16 @@ from __future__ import annotations
 import datetime as _dt
 import hmac
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from api.access import EventFilterDep
 from api.dependencies import DEFAULT_WAIT_SECONDS, NodeDep, TimeoutQuery, WaitQuery
-from api.problems import problem
+from api.problems import RequestRefusedError
 from api.schemas import (
     CAPTURE_EXAMPLE,
     EXAMPLES,
@@ -43,7 +43,7 @@ from node.epcis_query import (
     run_event_query,
 )
 
-__all__ = ["CAPTURE_SECURITY", "CaptureSettings", "router"]
+__all__ = ["CAPTURE_SECURITY", "CaptureSettings", "capture_settings", "router"]
 
 CAPTURE_SECURITY = "captureToken"
 """The name of the capture token's security scheme in the OpenAPI document."""
@@ -79,6 +79,35 @@ _NOT_CONFIGURED = problem_example(
 _UNAUTHORISED = problem_example(
     401, "unauthorized", "a valid Authorization: Bearer token is needed"
 )
+
+
+def capture_settings(request: Request) -> CaptureSettings:
+    """The node's capture key, for a caller with its token.
+
+    A dependency, so it runs before the route's parameters are validated: a request without
+    the token answers ``401`` whatever its parameters (a malformed ``wait`` included), as the
+    signed routes do, and tells an unauthenticated caller nothing about its input.
+
+    Raises:
+        RequestRefusedError: ``404`` on a node without a capture key, ``401`` without the
+            token or with a wrong one.
+    """
+    settings: CaptureSettings | None = request.app.state.capture
+    if settings is None:
+        raise RequestRefusedError(404, "capture-not-configured", _NOT_CONFIGURED["detail"])
+    if not settings.authorises(request.headers.get("authorization")):
+        raise RequestRefusedError(
+            401,
+            "unauthorized",
+            _UNAUTHORISED["detail"],
+            headers={"WWW-Authenticate": 'Bearer realm="epcis-capture"'},
+        )
+    return settings
+
+
+CaptureSettingsDep = Annotated[CaptureSettings, Depends(capture_settings)]
+"""The capture settings of ``POST /epcis/capture``, once the caller's token is checked."""
+
 _CAPTURE_REQUEST_BODY: dict[str, Any] = {
     "required": True,
     "description": f"An EPCIS 2.0 EPCISDocument of at most {MAX_EVENTS} lot-level events "
@@ -158,19 +187,10 @@ _CAPTURE_REQUEST_BODY: dict[str, Any] = {
 async def capture(
     request: Request,
     node: NodeDep,
+    settings: CaptureSettingsDep,
     wait: WaitQuery = None,
     timeout: TimeoutQuery = DEFAULT_WAIT_SECONDS,
 ) -> Response:
-    settings: CaptureSettings | None = request.app.state.capture
-    if settings is None:
-        return problem(404, "capture-not-configured", _NOT_CONFIGURED["detail"])
-    if not settings.authorises(request.headers.get("authorization")):
-        return problem(
-            401,
-            "unauthorized",
-            _UNAUTHORISED["detail"],
-            headers={"WWW-Authenticate": 'Bearer realm="epcis-capture"'},
-        )
     raw = await read_body(request, MAX_DOCUMENT_BYTES)
     now = _dt.datetime.now(_dt.UTC)
     mapped = await run_in_threadpool(map_document, raw, network=node.genesis.network, now=now)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of a node, read from its status when scraped (nothing kept on the side)."""
+"""Prometheus metrics of a node: its status, read when scraped, and the node's timings
+(:class:`node.runtime.Timings`)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ class _NodeCollector(Collector):
         yield CounterMetricFamily(
             "rantai_evidence", "Conflicting votes recorded (evidence)", len(status["evidence"])
         )
+        for histogram in self._node.timings.all():
+            yield from histogram.collect()
 
 
 def node_registry(node: LedgerNode) -> CollectorRegistry:

@@ -38,6 +38,7 @@ __all__ = [
     "PROBLEM",
     "STATUS_BY_ERROR",
     "BodyTooLargeError",
+    "RequestRefusedError",
     "install_problem_handlers",
     "problem",
     "rule_of",
@@ -50,6 +51,27 @@ PROBLEM = "https://rantai.example/problems/"
 
 class BodyTooLargeError(EncodingError):
     """A request body over the route's limit (``413``)."""
+
+
+class RequestRefusedError(Exception):
+    """A request a route's dependency refuses before the route's parameters are validated
+    (a missing credential answers ``401`` whatever the parameters), as problem details.
+
+    Attributes:
+        status: the HTTP status.
+        kind: the problem's kind (the end of its ``type`` URI).
+        detail: a human-readable explanation.
+        headers: extra response fields, e.g. ``WWW-Authenticate``.
+    """
+
+    def __init__(
+        self, status: int, kind: str, detail: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.status = status
+        self.kind = kind
+        self.detail = detail
+        self.headers = dict(headers or {})
 
 
 STATUS_BY_ERROR: dict[type[LedgerError], int] = {
@@ -170,6 +192,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(MempoolFullError)
     async def mempool_full(_: Request, error: MempoolFullError) -> JSONResponse:
         return problem(503, "mempool-full", str(error), headers={"Retry-After": "1"})
+
+    @app.exception_handler(RequestRefusedError)
+    async def refused(_: Request, error: RequestRefusedError) -> JSONResponse:
+        return problem(error.status, error.kind, error.detail, headers=error.headers)
 
     @app.exception_handler(QueryParameterError)
     async def query_parameter(_: Request, error: QueryParameterError) -> JSONResponse:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.encoding import canonical, format_time
 from ledger.events import sign_event
@@ -232,6 +233,20 @@ class _Network:
             time.sleep(0.05)
         return target / (time.monotonic() - start), target
 
+    def timings(self) -> list[dict[str, tuple[float, float]]]:
+        """Each node's step timings from ``/metrics``: histogram name -> (sum, count)."""
+        found = []
+        for url in self.urls:
+            text = httpx.get(f"{url}/metrics", timeout=10).text
+            sums: dict[str, tuple[float, float]] = {}
+            for family in text_string_to_metric_families(text):
+                if family.type != "histogram":
+                    continue
+                values = {sample.name: sample.value for sample in family.samples}
+                sums[family.name] = (values[f"{family.name}_sum"], values[f"{family.name}_count"])
+            found.append(sums)
+        return found
+
     def tree_size(self, k: int = 0) -> int:
         """Node ``k + 1``'s tree size (its status answers requests signed by a member key)."""
         validator = load_key(self.directory / "node-1" / "validator.pem")
@@ -335,6 +350,22 @@ async def _latency(
     return latencies
 
 
+def _step_means(
+    before: list[dict[str, tuple[float, float]]], after: list[dict[str, tuple[float, float]]]
+) -> dict[str, float]:
+    """The mean of each node step between two scrapes, in ms, over all nodes."""
+    means = {}
+    for name in sorted(after[0]):
+        total = count = 0.0
+        for node_after, node_before in zip(after, before, strict=True):
+            first_sum, first_count = node_before.get(name, (0.0, 0.0))
+            total += node_after[name][0] - first_sum
+            count += node_after[name][1] - first_count
+        step = name.removeprefix("rantai_").removesuffix("_seconds")
+        means[step] = total / count * 1000 if count else 0.0
+    return means
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -366,7 +397,9 @@ def measure_network(load: NetworkLoad, directory: Path | None = None) -> dict[st
                 target = rate * load.latency_fraction
                 count = int(target * load.latency_seconds / load.latency_batch) + 1
                 latency_batches = [_body(events.harvests(load.latency_batch)) for _ in range(count)]
+                before = net.timings()
                 latencies = asyncio.run(_latency(net, iter(latency_batches), target, load))
+                steps = _step_means(before, net.timings())
             catch_up, caught_up = net.catch_up_rate()
         finally:
             net.stop()
@@ -382,6 +415,7 @@ def measure_network(load: NetworkLoad, directory: Path | None = None) -> dict[st
         "latency_p50_ms": statistics.median(latencies) * 1000,
         "latency_p99_ms": _percentile(latencies, 0.99) * 1000,
         "latency_samples": len(latencies),
+        "latency_step_means_ms": steps,
         "node_rss_peak_mib": sorted(memory.peak.values()),
         "catch_up_events_per_s": catch_up,
         "catch_up_events": caught_up,

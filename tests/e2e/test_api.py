@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import MAX_BODY_BYTES
 from ledger.blocks import parse_genesis
@@ -226,6 +227,12 @@ def test_metrics(node: Network) -> None:
     assert f"rantai_height {float(height)}" in text
     assert "rantai_events_committed_total" in text
     assert "rantai_pending_events 0.0" in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    commits = {s.name: s.value for s in families["rantai_block_commit_seconds"].samples}
+    assert commits["rantai_block_commit_seconds_count"] >= 1
+    assert commits["rantai_block_commit_seconds_sum"] > 0
+    for name in ("rantai_vote_persist_seconds", "rantai_height_seconds"):
+        assert families[name].type == "histogram"
 
 
 def test_the_openapi_document_is_served(node: Network) -> None:
