@@ -27,9 +27,7 @@ import asyncio
 import contextlib
 import datetime as _dt
 import hashlib
-import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +47,7 @@ from ledger.events import sign_event
 from ledger.keys import public_key_bytes
 from node.keystore import load_key
 from rantai.client import Client
-from rantai.network import init_network
+from rantai.network import free_base_port, init_network
 from rantai.samplechain import derive_key
 
 __all__ = ["FLAT_MIB_PER_MINUTE", "NetworkLoad", "measure_network", "soak"]
@@ -69,24 +67,6 @@ class NetworkLoad:
     latency_seconds: float = 15.0
     latency_fraction: float = 0.5
     latency_batch: int = 25
-
-
-def _free_base_port(count: int) -> int:
-    for _ in range(200):
-        base = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-        return base
-    raise RuntimeError("no free ports on 127.0.0.1")
 
 
 def _rss_mib(pid: int) -> float:
@@ -172,7 +152,7 @@ _UNLIMITED = "\n[limits]\naddress_per_second = 0\nkey_per_second = 0\n"
 class _Network:
     def __init__(self, directory: Path, nodes: int) -> None:
         self.directory = directory
-        self.base = _free_base_port(nodes)
+        self.base = free_base_port(nodes)
         init_network(directory, nodes=nodes, base_port=self.base, network=_NETWORK)
         for k in range(1, nodes + 1):
             with (directory / f"node-{k}" / "node.toml").open("a") as config:

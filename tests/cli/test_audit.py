@@ -26,8 +26,8 @@ from ledger.errors import ProofError
 from ledger.merkle import consistency_proof, leaf_hash, root, verify_consistency
 from rantai.cli import EXIT_FAULT, EXIT_USAGE, cli
 from rantai.client import verify_checkpoint_note
+from rantai.network import free_base_port
 from rantai.samplechain import derive_key, sample_network
-from tests.e2e.network import free_base_port
 
 NET = sample_network(4)
 VALIDATORS = [(v.name, k) for v, k in zip(NET.genesis.validators, NET.validator_keys, strict=True)]

@@ -34,8 +34,9 @@ from rantai.client import (
     verify_checkpoint_note,
     verify_event_inclusion,
 )
+from rantai.network import free_base_port
 from rantai.samplechain import sample_network
-from tests.e2e.network import Network, free_base_port, wait_for
+from tests.e2e.network import Network, wait_for
 
 NET = sample_network(4)
 ENVELOPES = [e for block in NET.chain(4, 5) for e in block.events]

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,28 +22,9 @@ from ledger.events import sign_event
 from ledger.keys import key_id, public_key_bytes
 from node.httpsig import sign_request
 from node.keystore import load_key
-from rantai.network import init_network
+from rantai.network import free_base_port, init_network
 from rantai.samplechain import derive_key
 from tests._paths import REPO
-
-
-def free_base_port(count: int) -> int:
-    """A base port with ``count`` consecutive free ports after it on 127.0.0.1."""
-    for _ in range(200):
-        base = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
-        try:
-            sockets = []
-            for port in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                sockets.append(s)
-        except OSError:
-            continue
-        finally:
-            for s in locals().get("sockets", []):
-                s.close()
-        return base
-    raise RuntimeError("no free ports")
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

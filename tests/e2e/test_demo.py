@@ -20,7 +20,7 @@ from rantai.demo_network import (
     start_network_demo,
     stop_network_demo,
 )
-from tests.e2e.network import free_base_port
+from rantai.network import free_base_port
 
 pytestmark = pytest.mark.slow
 
