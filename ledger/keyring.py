@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from ledger.encoding import parse_hex
 from ledger.errors import EncodingError, SignatureError
 from ledger.events import Envelope
-from ledger.keys import key_id
+from ledger.keys import key_id, verify_public_key
 
 __all__ = ["EventAuthority", "KeyRing"]
 
@@ -46,10 +46,14 @@ class EventAuthority(Protocol):
 
 
 def _public_keys(payload: dict[str, Any], field: str, what: str) -> list[bytes]:
+    """The keys of a registration, each under the one Ed25519 key policy (``ledger.keys``)."""
     values = payload.get(field)
     if type(values) is not list:
         raise EncodingError(f"{what}.{field} must be a list of public keys")
-    return [parse_hex(v, 32, f"{what}.{field}[{i}]") for i, v in enumerate(values)]
+    return [
+        verify_public_key(parse_hex(v, 32, f"{what}.{field}[{i}]"), f"{what}.{field}[{i}]")
+        for i, v in enumerate(values)
+    ]
 
 
 class KeyRing:
@@ -77,7 +81,12 @@ class KeyRing:
         return keys
 
     def apply(self, envelope: Envelope, index: int, block_time: _dt.datetime) -> None:
-        """Follow key registrations and revocations in ``envelope``."""
+        """Follow key registrations and revocations in ``envelope``.
+
+        Raises:
+            EncodingError: a registered key is malformed or refused by the key policy
+                (``ledger.keys.check_public_key``), as the rules refuse it.
+        """
         payload = envelope.payload
         kind = envelope.type
         if kind == "org.register":
@@ -85,7 +94,8 @@ class KeyRing:
         elif kind == "member.register":
             self._add(_public_keys(payload, "public_keys", "payload"))
         elif kind == "key.add":
-            self._add([parse_hex(payload.get("public_key"), 32, "payload.public_key")])
+            public_key = parse_hex(payload.get("public_key"), 32, "payload.public_key")
+            self._add([verify_public_key(public_key, "payload.public_key")])
         elif kind == "key.revoke":
             revoked = payload.get("key")
             if type(revoked) is str and self._keys.pop(revoked, None) is not None:

@@ -18,9 +18,10 @@ import pytest
 
 from ledger.blocks import Block, CommitCertificate, export_lines, genesis_header, sign_vote
 from ledger.encoding import canonical
-from ledger.errors import ChainError
+from ledger.errors import ChainError, EncodingError, SignatureError
 from ledger.events import Envelope, sign_event
-from ledger.keys import key_id, public_key_bytes
+from ledger.keyring import KeyRing
+from ledger.keys import SMALL_ORDER_ENCODINGS, key_id, public_key_bytes
 from ledger.merkle import CompactRange
 from ledger.verifier import ChainVerifier, check_export, verify_export
 from rantai.samplechain import SampleNetwork, sample_network
@@ -484,3 +485,20 @@ def test_a_falsy_authority_is_still_used(net: SampleNetwork) -> None:
     verifier.add_block(blocks[0])
     with pytest.raises(ChainError, match="denied"):
         verifier.add_block(blocks[1])
+
+
+TIME = "2026-11-29T03:00:00Z"
+
+
+@pytest.mark.parametrize("encoding", sorted(SMALL_ORDER_ENCODINGS)[:3])
+def test_the_keyring_refuses_keys_the_policy_refuses(net: SampleNetwork, encoding: bytes) -> None:
+    """The ``--no-rules`` verifier's keyring registers keys under the same Ed25519 policy as
+    the rules: an export that registers a small-order key fails either way."""
+    ring = KeyRing(net.genesis.governance_admins)
+    payload = {"org_id": "coop", "name": "Coop", "kind": "cooperative", "admins": [encoding.hex()]}
+    event = net.event("org.register", payload, [net.governance_key], "n", TIME)
+    moment = _dt.datetime(2026, 11, 29, 3, tzinfo=_dt.UTC)
+    with pytest.raises(EncodingError, match=r"payload.admins\[0\] is not an acceptable Ed25519"):
+        ring.apply(event, 0, moment)
+    with pytest.raises(SignatureError, match="unknown key"):
+        ring.signer_keys(net.event("org.register", payload, [net.key("x")], "m", TIME))
