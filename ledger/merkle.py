@@ -318,6 +318,22 @@ def consistency_proof(leaf_hashes: Sequence[bytes], size1: int, size2: int) -> l
 # Verifying proofs
 
 
+def _check_types(counts: dict[str, object], hashes: dict[str, object], proof: object) -> None:
+    """Refuse arguments of the wrong type with a :class:`ProofError` (never a ``TypeError``):
+    a verifier is fed what a node or a file said."""
+    for name, value in counts.items():
+        if type(value) is not int:
+            raise ProofError(f"{name} must be an integer, got {type(value).__name__}")
+    for name, value in hashes.items():
+        if type(value) is not bytes:
+            raise ProofError(f"{name} must be bytes, got {type(value).__name__}")
+    if proof is not None and (isinstance(proof, str | bytes) or not isinstance(proof, Sequence)):
+        raise ProofError(f"a proof is a sequence of hashes, got {type(proof).__name__}")
+    for position, h in enumerate(proof or ()):
+        if type(h) is not bytes:
+            raise ProofError(f"proof element {position} must be bytes, got {type(h).__name__}")
+
+
 def _proof_list(proof: Sequence[bytes] | None) -> list[bytes]:
     """The proof as a list, with every element checked to be one hash long."""
     hashes = [] if proof is None else list(proof)
@@ -365,8 +381,10 @@ def verify_inclusion(
         root: the expected root of the tree of ``size`` leaves.
 
     Raises:
-        ProofError: if the proof does not verify; the message says why.
+        ProofError: if the proof does not verify, or an argument has the wrong type; the
+            message says why.
     """
+    _check_types({"index": index, "size": size}, {"leaf hash": leaf_hash, "root": root}, proof)
     if index < 0:
         raise ProofError(f"leaf index {index} is negative")
     if index >= size:
@@ -423,8 +441,10 @@ def verify_consistency(
         root2: the expected root of the newer tree.
 
     Raises:
-        ProofError: if the proof does not verify; the message says why.
+        ProofError: if the proof does not verify, or an argument has the wrong type; the
+            message says why.
     """
+    _check_types({"size1": size1, "size2": size2}, {"root1": root1, "root2": root2}, proof)
     if size1 < 0 or size2 < 0:
         raise ProofError(f"tree sizes must not be negative, got {size1} and {size2}")
     if size2 < size1:

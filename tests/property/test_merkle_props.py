@@ -421,3 +421,39 @@ def test_a_rejected_append_leaves_the_range_unchanged() -> None:
     with pytest.raises(ProofError):
         compact.append(b"")
     assert (compact.size, compact.peaks) == (1, (POOL[0],))
+
+
+_H = bytes(32)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((_H.hex(), 0, 1, [], _H), "leaf hash must be bytes, got str"),
+        ((_H, "0", 1, [], _H), "index must be an integer, got str"),
+        ((_H, 0, 1.0, [], _H), "size must be an integer, got float"),
+        ((_H, 0, 2, [_H.hex()], _H), "proof element 0 must be bytes, got str"),
+        ((_H, 0, 2, _H, _H), "a proof is a sequence of hashes, got bytes"),
+        ((_H, 0, 1, [], None), "root must be bytes, got NoneType"),
+    ],
+)
+def test_inclusion_arguments_of_the_wrong_type_are_a_proof_error(
+    arguments: tuple[object, ...], message: str
+) -> None:
+    with pytest.raises(ProofError, match=message):
+        verify_inclusion(*arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((True, 2, [_H], _H, _H), "size1 must be an integer, got bool"),
+        ((1, 2, [_H], _H, bytearray(_H)), "root2 must be bytes, got bytearray"),
+        ((1, 2, {"a": _H}, _H, _H), "a proof is a sequence of hashes, got dict"),
+    ],
+)
+def test_consistency_arguments_of_the_wrong_type_are_a_proof_error(
+    arguments: tuple[object, ...], message: str
+) -> None:
+    with pytest.raises(ProofError, match=message):
+        verify_consistency(*arguments)  # type: ignore[arg-type]
