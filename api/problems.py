@@ -49,6 +49,14 @@ PROBLEM = "https://rantai.example/problems/"
 """The base of every problem ``type`` URI (followed by the problem's kind)."""
 
 
+SIGNATURE_CHALLENGE = {
+    "Accept-Signature": ACCEPT_SIGNATURE,
+    "WWW-Authenticate": 'Signature realm="rantai"',
+}
+"""The headers of a ``401`` for a missing or bad request signature: RFC 9421's
+``Accept-Signature`` says what to sign, and RFC 9110 §11.6.1 wants a challenge."""
+
+
 class BodyTooLargeError(EncodingError):
     """A request body over the route's limit (``413``)."""
 
@@ -179,9 +187,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AuthenticationError)
     async def unauthenticated(_: Request, error: AuthenticationError) -> JSONResponse:
-        return problem(
-            401, error.reason, error.detail, headers={"Accept-Signature": ACCEPT_SIGNATURE}
-        )
+        return problem(401, error.reason, error.detail, headers=SIGNATURE_CHALLENGE)
 
     @app.exception_handler(RateLimitedError)
     async def rate_limited(_: Request, error: RateLimitedError) -> JSONResponse:

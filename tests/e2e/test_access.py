@@ -302,6 +302,7 @@ def test_each_role_on_each_route(setup: Setup, route: str, role: str) -> None:
         assert problem["status"] == want
     if want == 401:
         assert response.headers["accept-signature"] == ACCEPT_SIGNATURE
+        assert response.headers["www-authenticate"] == 'Signature realm="rantai"'
         reason = {"anonymous": "signature-missing", "revoked": "key-revoked"}.get(
             role, "key-unknown"
         )
