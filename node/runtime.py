@@ -100,6 +100,10 @@ DEFAULT_MAX_PENDING = 10_000
 until blocks catch up. Events relayed by peers are bounded by the peers' own limits."""
 _CATCH_UP_BATCH = 64
 _PEER_BATCH = 256
+"""The most consensus messages and cosignatures in one request to a peer."""
+_EVENT_BATCH = 64
+"""The most events in one request to a peer: a peer handles a request whole, so a consensus
+message arriving meanwhile waits for at most this many events' checks."""
 
 
 # --- the committed ledger in the database ---------------------------------------------------
@@ -212,9 +216,15 @@ class Peer:
 
 @dataclass
 class _PeerLink:
+    """What goes to one peer, in two lanes with a sender each, so that a vote or a proposal
+    never waits behind a batch of events (on the wire, or in the peer's handling of it)."""
+
     peer: Peer
     outbox: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
-    """Items ready for the wire: each encoded once, whatever the number of peers."""
+    """Consensus messages and checkpoint cosignatures, ready for the wire: each encoded once,
+    whatever the number of peers."""
+    events: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    """Events to share, ready for the wire."""
     connected: bool = False
     height: int = 0
 
@@ -346,13 +356,19 @@ class LedgerNode:
         return time.monotonic()
 
     async def start(self) -> None:
-        """Start consensus, the timer loop and one sender per peer."""
+        """Start consensus, the timer loop and two senders per peer (see :class:`_PeerLink`)."""
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
         self._act(self.consensus.start(self._monotonic()))
         self._tasks.append(asyncio.create_task(self._timer_loop(), name="consensus-timers"))
         for link in self._links.values():
-            sender = self._sender(link)
-            self._tasks.append(asyncio.create_task(sender, name=f"peer-{link.peer.name}"))
+            for queue, batch, lane in (
+                (link.outbox, _PEER_BATCH, "consensus"),
+                (link.events, _EVENT_BATCH, "events"),
+            ):
+                sender = self._sender(link, queue, batch)
+                self._tasks.append(
+                    asyncio.create_task(sender, name=f"peer-{link.peer.name}-{lane}")
+                )
         self._tasks.append(asyncio.create_task(self._status_loop(), name="peer-status"))
 
     async def stop(self) -> None:
@@ -458,7 +474,7 @@ class LedgerNode:
     def _broadcast(self, kind: str, payload: dict[str, Any]) -> None:
         item = json.dumps({"kind": kind, "body": payload}, separators=(",", ":")).encode()
         for link in self._links.values():
-            link.outbox.put_nowait(item)
+            (link.events if kind == "event" else link.outbox).put_nowait(item)
 
     # --- peers ---------------------------------------------------------------------------
 
@@ -471,12 +487,14 @@ class LedgerNode:
         created = int(self._wall_clock().timestamp())
         return sign_request(method, target, body, self._key, self.node_id, created)
 
-    async def _sender(self, link: _PeerLink) -> None:
+    async def _sender(self, link: _PeerLink, queue: asyncio.Queue[bytes], most: int) -> None:
+        """Send what ``queue`` holds to the peer, up to ``most`` items a request, one request
+        at a time; retry with backoff while the peer is unreachable."""
         backoff = 0.1
         while not self._stopped:
-            batch = [await link.outbox.get()]
-            while not link.outbox.empty() and len(batch) < _PEER_BATCH:
-                batch.append(link.outbox.get_nowait())
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < most:
+                batch.append(queue.get_nowait())
             body = b'{"from":"%s","items":[%s]}' % (self.node_id.encode(), b",".join(batch))
             while not self._stopped:
                 try:
@@ -498,7 +516,7 @@ class LedgerNode:
                     link.connected = False
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-                    if link.outbox.qsize() > 10_000:  # a peer down for long: it will catch up
+                    if queue.qsize() > 10_000:  # a peer down for long: it will catch up
                         break
 
     async def _status_loop(self) -> None:
