@@ -340,8 +340,8 @@ class LedgerNode:
         newest = self.checkpoint()
         self._newest_checkpoint = -1 if newest is None else int(newest.split(b"\n")[1])
         self._tasks: list[asyncio.Task[None]] = []
+        self._catch_up_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._catching_up = False
         self._stopped = False
         self._client: httpx.AsyncClient | None = None
 
@@ -374,9 +374,10 @@ class LedgerNode:
     async def stop(self) -> None:
         """Stop every task and close connections (the database stays consistent throughout)."""
         self._stopped = True
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._catch_up_task] if self._catch_up_task else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._client is not None:
@@ -520,7 +521,10 @@ class LedgerNode:
                         break
 
     async def _status_loop(self) -> None:
-        """Ask peers their height now and then; fall behind by a block and we catch up."""
+        """Ask peers their height every second; catch up when a peer is two blocks ahead, or
+        one block ahead while our head did not move since the last round (a peer one block
+        ahead is normal: it stored the block we are storing)."""
+        previous_head = -1
         while not self._stopped:
             await asyncio.sleep(1.0)
             if self.fault is not None:
@@ -537,8 +541,10 @@ class LedgerNode:
                 except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError):
                     link.connected = False
             highest = max((link.height for link in self._links.values()), default=0)
-            if highest > self.ledger.head.height:
+            head = self.ledger.head.height
+            if highest > head + 1 or (highest > head and head == previous_head):
                 self._start_catch_up()
+            previous_head = head
 
     def receive(self, items: list[dict[str, Any]]) -> None:
         """Take a batch from a peer: consensus messages, events, checkpoint cosignatures.
@@ -574,39 +580,35 @@ class LedgerNode:
             self._act(self.consensus.notify(now))
 
     def _start_catch_up(self) -> None:
-        if not self._catching_up and not self._stopped:
-            self._catching_up = True
-            self._tasks.append(asyncio.create_task(self._catch_up(), name="catch-up"))
+        if (self._catch_up_task is None or self._catch_up_task.done()) and not self._stopped:
+            self._catch_up_task = asyncio.create_task(self._catch_up(), name="catch-up")
 
     async def _catch_up(self) -> None:
         """Fetch certified blocks from peers, checking every certificate and event."""
-        try:
-            for link in sorted(self._links.values(), key=lambda peer: -peer.height):
-                while link.height > self.ledger.head.height:
-                    head = self.ledger.head.height
-                    try:
-                        assert self._client is not None
-                        export = httpx.URL(
-                            f"{link.peer.url}/v1/export",
-                            params={"from": max(head, 1), "to": head + _CATCH_UP_BATCH},
-                        )
-                        response = await self._client.get(
-                            export, headers=self._request_signature("GET", export)
-                        )
-                        response.raise_for_status()
-                    except (httpx.HTTPError, OSError):
+        for link in sorted(self._links.values(), key=lambda peer: -peer.height):
+            while link.height > self.ledger.head.height:
+                head = self.ledger.head.height
+                try:
+                    assert self._client is not None
+                    export = httpx.URL(
+                        f"{link.peer.url}/v1/export",
+                        params={"from": max(head, 1), "to": head + _CATCH_UP_BATCH},
+                    )
+                    response = await self._client.get(
+                        export, headers=self._request_signature("GET", export)
+                    )
+                    response.raise_for_status()
+                except (httpx.HTTPError, OSError):
+                    break
+                adopted = 0
+                for line in response.content.splitlines()[1:]:
+                    if self._settle(line):
+                        continue
+                    if not self._adopt(line):
                         break
-                    adopted = 0
-                    for line in response.content.splitlines()[1:]:
-                        if self._settle(line):
-                            continue
-                        if not self._adopt(line):
-                            break
-                        adopted += 1
-                    if not adopted:
-                        break
-        finally:
-            self._catching_up = False
+                    adopted += 1
+                if not adopted:
+                    break
 
     def _settle(self, line: bytes) -> bool:
         """Our head as a peer ahead of us holds it: take its certificate (settled by the next

@@ -824,7 +824,9 @@ def _soak(seconds: float, out: Path) -> None:
             f"{row['elapsed_s']:>6} s  {row['committed_events_per_s']:8,.0f}/s  "
             f"p50 {row['latency_p50_ms'] or 0:6,.0f} ms  "
             f"p99 {row['latency_p99_ms'] or 0:6,.0f} ms  "
-            f"RSS {', '.join(f'{m:.0f}' for m in row['node_rss_mib'])} MiB"
+            f"RSS {', '.join(f'{m:.0f}' for m in row['node_rss_mib'])} MiB  "
+            + ", ".join(f"{step} {ms:.0f}" for step, ms in row["step_means_ms"].items())
+            + " ms"
         )
 
     result = soak(seconds, window=window, report=report)

@@ -439,6 +439,7 @@ async def _steady_load(
         tasks: set[asyncio.Task[None]] = set()
         begin = window_start = time.monotonic()
         size = await asyncio.to_thread(net.tree_size)
+        timings = await asyncio.to_thread(net.timings)
         number = 0
         while time.monotonic() - begin < seconds:
             body = _body(events.harvests(batch))
@@ -449,6 +450,7 @@ async def _steady_load(
             await asyncio.sleep(max(0.0, begin + number * interval - time.monotonic()))
             if time.monotonic() - window_start >= window:
                 now_size = await asyncio.to_thread(net.tree_size)
+                now_timings = await asyncio.to_thread(net.timings)
                 elapsed = time.monotonic() - window_start
                 done, latencies = latencies, []
                 report(
@@ -459,9 +461,11 @@ async def _steady_load(
                         "latency_p99_ms": _percentile(done, 0.99) * 1000 if done else None,
                         "failed_batches": failures,
                         "node_rss_mib": [_rss_mib(p.pid) for p in net.processes],
+                        "step_means_ms": _step_means(timings, now_timings),
                     }
                 )
                 size, window_start, failures = now_size, time.monotonic(), 0
+                timings = now_timings
         await asyncio.gather(*tasks)
 
 

@@ -115,3 +115,20 @@ def test_a_full_mempool_refuses_a_batch_whole(tmp_path: Path) -> None:
     asyncio.run(node.submit([_org(3)], wait=False, timeout=1))
     assert node.app.pending_count == 3
     node.store.close()
+
+
+def test_finished_catch_ups_are_not_kept(tmp_path: Path) -> None:
+    """A node catches up again and again in a long run: it keeps one task, not one a time."""
+    node = _node(tmp_path)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            node._start_catch_up()
+            task = node._catch_up_task
+            assert task is not None
+            await task
+        assert node._tasks == []
+        await node.stop()
+
+    asyncio.run(scenario())
+    node.store.close()
