@@ -101,9 +101,10 @@ until blocks catch up. Events relayed by peers are bounded by the peers' own lim
 _CATCH_UP_BATCH = 64
 _PEER_BATCH = 256
 """The most consensus messages and cosignatures in one request to a peer."""
-_EVENT_BATCH = 64
+_EVENT_BATCH = 256
 """The most events in one request to a peer: a peer handles a request whole, so a consensus
-message arriving meanwhile waits for at most this many events' checks."""
+message arriving meanwhile waits for at most this many events' checks. 64 cut that wait but
+cost a sixth of the network's throughput in requests (D34)."""
 
 
 # --- the committed ledger in the database ---------------------------------------------------
