@@ -106,15 +106,34 @@ class NodeConfig:
         return f"http://{self.host}:{self.port}"
 
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""Where Linux keeps the range it draws outgoing connections' source ports from."""
+
+LOWEST_BASE_PORT = 10000
+
+
+def _first_ephemeral_port() -> int:
+    """The lowest port the kernel may hand an outgoing connection (32768 where unknown)."""
+    try:
+        return int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_base_port(count: int) -> int:
     """A base port with ``count`` consecutive free ports after it on 127.0.0.1 (for local
     networks of the benchmarks and tests).
 
+    The ports lie below the kernel's ephemeral range: a port that is free now but inside it may
+    be taken as the source port of some outgoing connection (another node's, dialling its
+    peers) before the node meant to listen on it binds.
+
     Raises:
         RuntimeError: none found in 200 tries.
     """
+    span = max(_first_ephemeral_port() - count - LOWEST_BASE_PORT, 1)
     for _ in range(200):
-        base = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
+        base = LOWEST_BASE_PORT + int.from_bytes(os.urandom(2), "big") % span
         sockets: list[socket.socket] = []
         try:
             for port in range(base, base + count):

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from node.store import Store
+from rantai import network
 from rantai.cli import EXIT_FAULT, EXIT_USAGE, cli
 from rantai.network import load_config
 from rantai.samplechain import sample_network
@@ -103,3 +104,17 @@ def test_rebuild_refuses_a_database_that_is_not_a_sqlite_file(node_dir: Path) ->
     result = CliRunner().invoke(cli, ["node", "rebuild", str(node_dir)])
     assert result.exit_code == EXIT_USAGE, result.output
     assert "SQLite" in result.output
+
+
+def test_local_network_ports_lie_below_the_ephemeral_range(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A node's port must not be one the kernel may give an outgoing connection before the node
+    binds it (CI once lost a node of seven to ``address already in use`` that way)."""
+    ports = tmp_path / "ip_local_port_range"
+    ports.write_text("20100\t60999\n")
+    monkeypatch.setattr(network, "EPHEMERAL_PORTS", ports)
+    for _ in range(50):
+        base = network.free_base_port(7)
+        assert base >= network.LOWEST_BASE_PORT
+        assert base + 7 <= 20100

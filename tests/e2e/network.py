@@ -69,7 +69,15 @@ class Network:
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
-        wait_for(lambda: httpx.get(f"{self.url(k)}/healthz").status_code == 200, 30, f"node {k}")
+        process = self.processes[k]
+
+        def serving() -> bool:
+            if process.poll() is not None:
+                log_text = (self.directory / f"node-{k}.log").read_text(errors="replace")
+                raise AssertionError(f"node {k} exited ({process.returncode}):\n{log_text[-2000:]}")
+            return httpx.get(f"{self.url(k)}/healthz").status_code == 200
+
+        wait_for(serving, 30, f"node {k}")
 
     def start_all(self) -> None:
         for k in range(1, self.nodes + 1):
