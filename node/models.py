@@ -56,6 +56,14 @@ __all__ = [
 
 _LEVEL_BITS = 6
 
+_ROWID_KEY = BigInteger().with_variant(Integer(), "sqlite")
+"""The integer key of a table written once per event: on SQLite ``INTEGER PRIMARY KEY``, the
+rowid itself, so the table is one B-tree (a ``BIGINT`` key is a second one; migration 0005)."""
+
+_CLUSTERED = {"sqlite_with_rowid": False}
+"""Table options of a table of short rows under a composite or text key: on SQLite the rows
+live in the primary key's B-tree (``WITHOUT ROWID``; migration 0005)."""
+
 
 def node_key(level: int, index: int) -> int:
     """The primary key of Merkle node ``(level, index)``: ``index << 6 | level``."""
@@ -131,7 +139,7 @@ class EventRow(Base):
 
     __tablename__ = "events"
 
-    index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column("idx", _ROWID_KEY, primary_key=True, autoincrement=False)
     event_id: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     height: Mapped[int] = mapped_column(BigInteger, ForeignKey("blocks.height"), index=True)
     leaf: Mapped[bytes] = mapped_column(LargeBinary)
@@ -142,7 +150,7 @@ class MerkleNodeRow(Base):
 
     __tablename__ = "merkle_nodes"
 
-    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    key: Mapped[int] = mapped_column(_ROWID_KEY, primary_key=True, autoincrement=False)
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
@@ -237,6 +245,7 @@ class EdgeRow(Base):
     """Lineage: ``weight`` of lot ``parent`` went into lot ``child`` at log index ``idx``."""
 
     __tablename__ = "lot_edges"
+    __table_args__ = _CLUSTERED
 
     index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
     parent: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
@@ -249,7 +258,7 @@ class StepRow(Base):
 
     __tablename__ = "lot_steps"
 
-    index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column("idx", _ROWID_KEY, primary_key=True, autoincrement=False)
     event_id: Mapped[str] = mapped_column(String(64))
     type: Mapped[str] = mapped_column(String(32))
     inputs: Mapped[str] = mapped_column(Text)
@@ -260,6 +269,7 @@ class StepLotRow(Base):
     """Which steps touch which lot (so a lot's steps are one indexed lookup)."""
 
     __tablename__ = "lot_step_lots"
+    __table_args__ = _CLUSTERED
 
     lot_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
@@ -269,6 +279,7 @@ class EpcisEventRow(Base):
     """An EPCIS event captured into the ledger: its CBV 2.0 hash id and the ledger event's index."""
 
     __tablename__ = "epcis_events"
+    __table_args__ = _CLUSTERED
 
     epcis_hash: Mapped[str] = mapped_column(String(128), primary_key=True)
     index: Mapped[int] = mapped_column("idx", BigInteger, unique=True)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
+from pathlib import Path
 
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, func, select
+
+import node
 from node.models import Base
-from node.store import create_store_engine, migrate
+from node.store import Store, create_store_engine, migrate
+from rantai.samplechain import sample_network
 
 
 def test_migrations_match_the_models(database_url: str) -> None:
@@ -19,3 +26,52 @@ def test_migrations_match_the_models(database_url: str) -> None:
     finally:
         engine.dispose()
     assert differences == []
+
+
+def _schema(engine: Engine) -> dict[str, str]:
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type='table'")
+        return {name: sql for name, sql in rows}
+
+
+def test_sqlite_keys_migrate_both_ways_keeping_every_row(database_url: str) -> None:
+    """Migration 0005 rebuilds SQLite's per-event tables (D35) without losing or changing a
+    row, and its downgrade restores the old layout; PostgreSQL is untouched."""
+    net = sample_network()
+    store = Store.open(database_url)
+    store.initialize(net.genesis)
+    for block in list(net.chain(5, 4, lineage_depth=3))[1:]:
+        store.append_block(block)
+    engine = store.engine
+    counts = _row_counts(engine)
+    head = store.head()
+    config = Config()
+    config.set_main_option("script_location", str(Path(node.__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004_checkpoints")
+    if engine.dialect.name == "sqlite":
+        old = _schema(engine)
+        assert "idx BIGINT NOT NULL" in old["events"]
+        assert "WITHOUT ROWID" not in old["lot_step_lots"]
+    assert _row_counts(engine) == counts
+    store.close()
+    store = Store.open(database_url)  # migrates to the newest revision again
+    try:
+        if store.engine.dialect.name == "sqlite":
+            new = _schema(store.engine)
+            assert '"key" INTEGER NOT NULL' in new["merkle_nodes"]
+            assert "WITHOUT ROWID" in new["lot_step_lots"]
+        assert _row_counts(store.engine) == counts
+        assert store.head() == head
+        assert store.check_integrity().fault is None
+    finally:
+        store.close()
+
+
+def _row_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {
+            table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in Base.metadata.sorted_tables
+        }
