@@ -556,8 +556,16 @@ class CachedState:
                 self._put(kind, identifier, found.get(identifier))
 
         def missing(kind: str, identifiers: Iterable[str]) -> list[str]:
+            """The identifiers not cached; the cached ones become the most recently used, so
+            loading the others cannot evict them."""
             cache = self._caches[kind]
-            return [i for i in dict.fromkeys(identifiers) if i not in cache]
+            wanted = []
+            for identifier in dict.fromkeys(identifiers):
+                if identifier in cache:
+                    cache.move_to_end(identifier)
+                else:
+                    wanted.append(identifier)
+            return wanted
 
         if wanted := missing("event", event_ids):
             load("event", wanted, database.event_indexes(wanted))

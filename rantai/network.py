@@ -112,28 +112,36 @@ EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_BASE_PORT = 10000
 
 
-def _first_ephemeral_port() -> int:
-    """The lowest port the kernel may hand an outgoing connection (32768 where unknown)."""
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range of ports the kernel may hand an outgoing connection (Linux's default where
+    unknown)."""
     try:
-        return int(EPHEMERAL_PORTS.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+        first, last = (int(n) for n in EPHEMERAL_PORTS.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return first, last
 
 
 def free_base_port(count: int) -> int:
     """A base port with ``count`` consecutive free ports after it on 127.0.0.1 (for local
     networks of the benchmarks and tests).
 
-    The ports lie below the kernel's ephemeral range: a port that is free now but inside it may
-    be taken as the source port of some outgoing connection (another node's, dialling its
-    peers) before the node meant to listen on it binds.
+    The ports lie outside the kernel's ephemeral range, below it or above it: a port that is
+    free now but inside it may be taken as the source port of some outgoing connection
+    (another node's, dialling its peers) before the node meant to listen on it binds.
 
     Raises:
-        RuntimeError: none found in 200 tries.
+        RuntimeError: no room outside the ephemeral range, or none free in 200 tries.
     """
-    span = max(_first_ephemeral_port() - count - LOWEST_BASE_PORT, 1)
+    first, last = _ephemeral_ports()
+    bases: list[int] = [
+        *range(LOWEST_BASE_PORT, first - count + 1),
+        *range(max(last + 1, LOWEST_BASE_PORT), 65536 - count + 1),
+    ]
+    if not bases:
+        raise RuntimeError(f"no {count} ports outside the ephemeral range {first}-{last}")
     for _ in range(200):
-        base = LOWEST_BASE_PORT + int.from_bytes(os.urandom(2), "big") % span
+        base = bases[int.from_bytes(os.urandom(4), "big") % len(bases)]
         sockets: list[socket.socket] = []
         try:
             for port in range(base, base + count):

@@ -106,15 +106,20 @@ def test_rebuild_refuses_a_database_that_is_not_a_sqlite_file(node_dir: Path) ->
     assert "SQLite" in result.output
 
 
-def test_local_network_ports_lie_below_the_ephemeral_range(
+def test_local_network_ports_lie_outside_the_ephemeral_range(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A node's port must not be one the kernel may give an outgoing connection before the node
     binds it (CI once lost a node of seven to ``address already in use`` that way)."""
     ports = tmp_path / "ip_local_port_range"
-    ports.write_text("20100\t60999\n")
     monkeypatch.setattr(network, "EPHEMERAL_PORTS", ports)
+    ports.write_text("20100\t60999\n")
     for _ in range(50):
         base = network.free_base_port(7)
+        assert base + 7 <= 20100 or base > 60999
         assert base >= network.LOWEST_BASE_PORT
-        assert base + 7 <= 20100
+    ports.write_text("1024\t65000\n")  # no room below: the ports lie above
+    assert all(network.free_base_port(7) > 65000 for _ in range(20))
+    ports.write_text("1024\t65535\n")
+    with pytest.raises(RuntimeError, match="outside the ephemeral range"):
+        network.free_base_port(7)

@@ -45,11 +45,7 @@ def test_sqlite_keys_migrate_both_ways_keeping_every_row(database_url: str) -> N
     engine = store.engine
     counts = _row_counts(engine)
     head = store.head()
-    config = Config()
-    config.set_main_option("script_location", str(Path(node.__file__).parent / "migrations"))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0004_checkpoints")
+    _downgrade(engine, "0004_checkpoints")
     if engine.dialect.name == "sqlite":
         old = _schema(engine)
         assert "idx BIGINT NOT NULL" in old["events"]
@@ -67,6 +63,37 @@ def test_sqlite_keys_migrate_both_ways_keeping_every_row(database_url: str) -> N
         assert store.check_integrity().fault is None
     finally:
         store.close()
+
+
+def test_an_interrupted_sqlite_keys_migration_runs_again(tmp_path: Path) -> None:
+    """pysqlite commits a ``CREATE TABLE`` before the migration's transaction opens, so an
+    interrupted run of 0005 can leave its first copy behind; the next start still migrates."""
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    net = sample_network()
+    store = Store.open(url)
+    store.initialize(net.genesis)
+    for block in list(net.chain(3, 4))[1:]:
+        store.append_block(block)
+    head = store.head()
+    _downgrade(store.engine, "0004_checkpoints")
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE _rebuild_events (idx INTEGER PRIMARY KEY)")
+    store.close()
+    store = Store.open(url)
+    try:
+        assert store.head() == head
+        assert "_rebuild_events" not in _schema(store.engine)
+        assert store.check_integrity().fault is None
+    finally:
+        store.close()
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(Path(node.__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
 
 
 def _row_counts(engine: Engine) -> dict[str, int]:

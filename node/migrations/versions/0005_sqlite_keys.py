@@ -111,9 +111,15 @@ def _copy(name: str, elements: list[Any], options: dict[str, Any], indexes: _Ind
     """Replace table ``name`` by a copy of its rows laid out as ``elements`` and ``options``."""
     quote = op.get_bind().dialect.identifier_preparer.quote
     copy = f"_rebuild_{name}"
-    op.create_table(copy, *elements, **options)
-    columns = ", ".join(quote(e.name) for e in elements if isinstance(e, sa.Column))
-    op.execute(f"INSERT INTO {copy} ({columns}) SELECT {columns} FROM {name}")  # noqa: S608
+    # pysqlite opens its transaction at the first INSERT, so a CREATE TABLE before it commits
+    # on its own: a copy left by an interrupted run goes first.
+    op.execute(f"DROP TABLE IF EXISTS {copy}")
+    table = op.create_table(copy, *elements, **options)
+    columns = ", ".join(quote(c.name) for c in table.columns)
+    key = ", ".join(quote(c.name) for c in table.primary_key)
+    op.execute(  # in key order: the copy's B-tree is written densely, left to right
+        f"INSERT INTO {copy} ({columns}) SELECT {columns} FROM {name} ORDER BY {key}"  # noqa: S608
+    )
     op.drop_table(name)
     op.rename_table(copy, name)
     for index, indexed in indexes:
