@@ -77,7 +77,8 @@ from rantai.samplechain import LINEAGE_FINAL_LOT, SampleNetwork, sample_network
 
 __all__ = ["SECTIONS", "BenchRun", "Row", "main", "read_only_node_app"]
 
-_DATA_VERSION = "2"
+_DATA_VERSION = "3"
+"""Bumped when the data sets change shape: 3 is the SQLite layout of migration 0005 (D35)."""
 _NETWORK_SEED = b"bench"
 _LINEAGE_DEPTH = 10
 _EVENTS_PER_BLOCK = 1000
