@@ -62,7 +62,7 @@ _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _BLOCK_READ_CHUNK = 256
 _INTEGRITY_ROWS = 4096
 """Rows fetched at a time by the integrity walk (it streams: memory does not grow with the log)."""
-_NODES_PER_QUERY = 900
+_KEYS_PER_QUERY = 900
 """Keys per ``IN`` list (under SQLite's oldest limit of 999 bound parameters)."""
 
 
@@ -347,12 +347,11 @@ class Store:
         found: dict[str, tuple[int, int]] = {}
         try:
             with self._engine.connect() as connection:
-                for start in range(0, len(keys), 900):
-                    query = select(EventRow.event_id, EventRow.height, EventRow.index).where(
-                        EventRow.event_id.in_(keys[start : start + 900])
-                    )
-                    for key, height, index in connection.execute(query):
-                        found[key.hex()] = (height, index)
+                for start in range(0, len(keys), _KEYS_PER_QUERY):
+                    chunk = tuple(keys[start : start + _KEYS_PER_QUERY])
+                    sql = _in_query(_LOCATIONS, connection.dialect.paramstyle, len(chunk))
+                    for key, height, index in connection.exec_driver_sql(sql, chunk):
+                        found[bytes(key).hex()] = (height, index)
         except SQLAlchemyError as e:
             raise StorageError(f"cannot read events: {e}") from e
         return found
@@ -744,8 +743,8 @@ class _IntegrityWalk:
 
     def _compare_nodes(self) -> None:
         """The stored interior Merkle nodes are the ones recomputed from the events."""
-        for start in range(0, len(self._nodes), _NODES_PER_QUERY):
-            chunk = self._nodes[start : start + _NODES_PER_QUERY]
+        for start in range(0, len(self._nodes), _KEYS_PER_QUERY):
+            chunk = self._nodes[start : start + _KEYS_PER_QUERY]
             stored = _node_hashes(self._connection, [key for key, *_ in chunk])
             for key, digest, height, index in chunk:
                 if stored.get(key) != digest:
@@ -760,7 +759,7 @@ class _IntegrityWalk:
 
 
 def _node_hashes(session: Session | Connection, keys: Iterable[int]) -> dict[int, bytes]:
-    """Merkle node hashes by key, in one query of at most :data:`_NODES_PER_QUERY` keys.
+    """Merkle node hashes by key, in one query of at most :data:`_KEYS_PER_QUERY` keys.
 
     The statement goes to the driver as it is, one placeholder per key: proofs are a hot read
     path, and SQLAlchemy's processing of an expanding parameter costs more than the lookups.
@@ -769,25 +768,32 @@ def _node_hashes(session: Session | Connection, keys: Iterable[int]) -> dict[int
     if not wanted:
         return {}  # ``IN ()`` is SQLite's, not standard SQL
     connection = session.connection() if isinstance(session, Session) else session
-    sql = _node_query(connection.dialect.paramstyle, len(wanted))
+    sql = _in_query(_NODE_HASHES, connection.dialect.paramstyle, len(wanted))
     return {key: bytes(digest) for key, digest in connection.exec_driver_sql(sql, wanted)}
 
+
+_NODE_HASHES = 'SELECT "key", hash FROM merkle_nodes WHERE "key"'
+_LOCATIONS = "SELECT event_id, height, idx FROM events WHERE event_id"
 
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 """The positional placeholder of each DB-API parameter style (SQLite's, psycopg's)."""
 
 
 @functools.cache
-def _node_query(paramstyle: str, count: int) -> str:
-    """``SELECT`` of ``count`` Merkle nodes by key in the driver's own SQL.
+def _in_query(select: str, paramstyle: str, count: int) -> str:
+    """``select … IN (…)`` with ``count`` placeholders, in the driver's own SQL.
+
+    Hot read paths (proofs, an event's place in the log) send it to the driver as it is: the
+    text is the same for a given count, and SQLAlchemy's expansion of an ``IN`` parameter
+    costs more than the lookups.
 
     Raises:
         StorageError: a driver whose placeholders are neither ``?`` nor ``%s``.
     """
     mark = _PLACEHOLDERS.get(paramstyle)
     if mark is None:
-        raise StorageError(f"no Merkle node query for a driver with {paramstyle} parameters")
-    return f'SELECT "key", hash FROM merkle_nodes WHERE "key" IN ({", ".join([mark] * count)})'  # noqa: S608
+        raise StorageError(f"no query for a driver with {paramstyle} parameters")
+    return f"{select} IN ({', '.join([mark] * count)})"
 
 
 def _head_of(header: BlockHeader) -> Head:
