@@ -759,11 +759,8 @@ class _IntegrityWalk:
 
 
 def _node_hashes(session: Session | Connection, keys: Iterable[int]) -> dict[int, bytes]:
-    """Merkle node hashes by key, in one query of at most :data:`_KEYS_PER_QUERY` keys.
-
-    The statement goes to the driver as it is, one placeholder per key: proofs are a hot read
-    path, and SQLAlchemy's processing of an expanding parameter costs more than the lookups.
-    """
+    """Merkle node hashes by key, in one query (see :func:`_in_query`) of at most
+    :data:`_KEYS_PER_QUERY` keys."""
     wanted = tuple(keys)
     if not wanted:
         return {}  # ``IN ()`` is SQLite's, not standard SQL
@@ -780,8 +777,8 @@ _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 @functools.cache
-def _in_query(select: str, paramstyle: str, count: int) -> str:
-    """``select … IN (…)`` with ``count`` placeholders, in the driver's own SQL.
+def _in_query(prefix: str, paramstyle: str, count: int) -> str:
+    """``prefix IN (…)`` with ``count`` placeholders, in the driver's own SQL.
 
     Hot read paths (proofs, an event's place in the log) send it to the driver as it is: the
     text is the same for a given count, and SQLAlchemy's expansion of an ``IN`` parameter
@@ -793,7 +790,7 @@ def _in_query(select: str, paramstyle: str, count: int) -> str:
     mark = _PLACEHOLDERS.get(paramstyle)
     if mark is None:
         raise StorageError(f"no query for a driver with {paramstyle} parameters")
-    return f"{select} IN ({', '.join([mark] * count)})"
+    return f"{prefix} IN ({', '.join([mark] * count)})"
 
 
 def _head_of(header: BlockHeader) -> Head:
