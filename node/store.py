@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
@@ -56,9 +56,20 @@ from ledger.state import Effects
 from node.ledger_state import write_effects
 from node.models import BlockRow, EventRow, MerkleNodeRow, MetaRow, insert_rows, node_key
 
-__all__ = ["Head", "IntegrityReport", "Store", "StoredEvent", "create_store_engine", "migrate"]
+__all__ = [
+    "SCHEMA_REVISION",
+    "Head",
+    "IntegrityReport",
+    "Store",
+    "StoredEvent",
+    "create_store_engine",
+    "migrate",
+]
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SCHEMA_REVISION = "0005_sqlite_keys"
+"""The newest migration, Alembic's head (a test keeps the two equal). A database already at
+it is opened without importing Alembic, which would stay in a node's memory (about 10 MB)."""
 _BLOCK_READ_CHUNK = 256
 _INTEGRITY_ROWS = 4096
 """Rows fetched at a time by the integrity walk (it streams: memory does not grow with the log)."""
@@ -131,11 +142,17 @@ def create_store_engine(url: str) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision.
+    """Bring the schema to the newest Alembic revision (a database already there is only read).
 
     Raises:
         StorageError: a migration failed.
     """
+    try:
+        with engine.connect() as connection:
+            if _revisions(connection) == [SCHEMA_REVISION]:
+                return
+    except SQLAlchemyError as e:
+        raise StorageError(f"cannot read the database's schema revision: {e}") from e
     from alembic import command
     from alembic.config import Config
 
@@ -147,6 +164,13 @@ def migrate(engine: Engine) -> None:
             command.upgrade(config, "head")
     except SQLAlchemyError as e:
         raise StorageError(f"database migration failed: {e}") from e
+
+
+def _revisions(connection: Connection) -> list[str]:
+    """The Alembic revisions the database is at (none for a new one)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return []
+    return list(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
 
 
 class Store:
