@@ -145,7 +145,8 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (a database already there is only read).
 
     Raises:
-        StorageError: a migration failed.
+        StorageError: the schema revision cannot be read, the database is at a revision this
+            version does not know (a newer one), or a migration failed.
     """
     try:
         with engine.connect() as connection:
@@ -155,6 +156,7 @@ def migrate(engine: Engine) -> None:
         raise StorageError(f"cannot read the database's schema revision: {e}") from e
     from alembic import command
     from alembic.config import Config
+    from alembic.util.exc import CommandError
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
@@ -162,7 +164,7 @@ def migrate(engine: Engine) -> None:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
-    except SQLAlchemyError as e:
+    except (SQLAlchemyError, CommandError) as e:
         raise StorageError(f"database migration failed: {e}") from e
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -14,9 +15,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, select
 
 import node
+from ledger.errors import StorageError
 from node.models import Base
 from node.store import SCHEMA_REVISION, Store, create_store_engine, migrate
 from rantai.samplechain import sample_network
+from tests._paths import REPO
 
 
 def test_migrations_match_the_models(database_url: str) -> None:
@@ -35,23 +38,37 @@ def test_the_schema_revision_is_alembics_head() -> None:
     assert ScriptDirectory.from_config(_config()).get_current_head() == SCHEMA_REVISION
 
 
-def test_a_database_at_the_newest_revision_opens_without_alembic(tmp_path: Path) -> None:
+def test_a_database_at_the_newest_revision_opens_without_alembic(database_url: str) -> None:
     """Alembic costs a node about 10 MB of memory for good; it is loaded only to migrate."""
-    url = f"sqlite:///{tmp_path / 'node.db'}"
-    Store.open(url).close()
+    Store.open(database_url).close()
     opened = subprocess.run(
         [
             sys.executable,
             "-c",
             "import sys; from node.store import Store; Store.open(sys.argv[1]).close(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))",
-            url,
+            database_url,
         ],
+        cwd=REPO,
         capture_output=True,
         text=True,
+        timeout=120,
         check=True,
     )
     assert opened.stdout.strip() == "[]"
+
+
+def test_a_database_from_a_newer_version_is_refused_clearly(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    Store.open(url).close()
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099_future'")
+        with pytest.raises(StorageError, match=r"migration failed.*0099_future"):
+            migrate(engine)
+    finally:
+        engine.dispose()
 
 
 def _schema(engine: Engine) -> dict[str, str]:
