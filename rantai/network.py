@@ -3,7 +3,8 @@
 
 A network directory holds ``genesis.json``, ``keys/governance.pem`` (the one governance admin
 of a development network, threshold 1) and one ``node-K/`` per validator with its key
-(``validator.pem``, mode 0600) and ``node.toml``::
+(``validator.pem``, mode 0600), its SQLite database (``ledger.db``, created with the genesis
+block unless a database URL template is given) and ``node.toml``::
 
     name = "node-1.kalbar-coop"
     host = "127.0.0.1"
@@ -233,7 +234,22 @@ def init_network(
                 f"key_id = {_toml_string(key_id(public_key_bytes(peer_key)))}",
             ]
         (node_dir / "node.toml").write_text("\n".join(lines) + "\n")
+        if not database:
+            _new_database(url, genesis)
     return genesis
+
+
+def _new_database(url: str, genesis: GenesisDocument) -> None:
+    """Create a node's database at the newest schema, holding the genesis block.
+
+    Done here rather than at the node's first start so that the node's own long-running
+    process never needs Alembic (``node.store.migrate``), which would stay in its memory.
+    """
+    store = Store.open(url)
+    try:
+        store.initialize(genesis)
+    finally:
+        store.close()
 
 
 def _capture_config(directory: Path, raw: object) -> CaptureConfig | None:
@@ -397,11 +413,7 @@ def rebuild_database(config: NodeConfig) -> Path:
         source = Path(f"{path}{suffix}")
         if source.exists():
             source.rename(f"{aside}{suffix}")
-    store = Store.open(config.database)
-    try:
-        store.initialize(parse_genesis(config.genesis.read_bytes()))
-    finally:
-        store.close()
+    _new_database(config.database, parse_genesis(config.genesis.read_bytes()))
     return aside
 
 
