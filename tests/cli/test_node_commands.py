@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy.engine import make_url
 
 from node.store import SCHEMA_REVISION, Store
 from rantai import network
@@ -132,12 +131,11 @@ def test_a_new_network_s_databases_are_ready_for_their_nodes(tmp_path: Path) -> 
     genesis block, so a node's own process never needs Alembic (about 10 MB it would keep)."""
     genesis = network.init_network(tmp_path, nodes=2, base_port=18_000)
     for k in (1, 2):
-        url = load_config(tmp_path / f"node-{k}").database
-        with contextlib.closing(sqlite3.connect(make_url(url).database)) as db:
+        with contextlib.closing(sqlite3.connect(tmp_path / f"node-{k}" / "ledger.db")) as db:
             assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [
                 (SCHEMA_REVISION,)
             ]
-        store = Store.open(url)
+        store = Store.open(load_config(tmp_path / f"node-{k}").database)
         try:
             assert store.genesis == genesis
             assert store.head().height == 0
