@@ -802,9 +802,12 @@ _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 """The positional placeholder of each DB-API parameter style (SQLite's, psycopg's)."""
 
 
-@functools.cache
+@functools.lru_cache(maxsize=128)
 def _in_query(prefix: str, paramstyle: str, count: int) -> str:
     """``prefix IN (…)`` with ``count`` placeholders, in the driver's own SQL.
+
+    Cached, but bounded: a proof asks for at most 2·⌈log₂ n⌉ + 2 keys, while the counts a
+    batch of event ids brings are up to 900, each text a few kilobytes, in a long-running node.
 
     Hot read paths (proofs, an event's place in the log) send it to the driver as it is: the
     text is the same for a given count, and SQLAlchemy's expansion of an ``IN`` parameter
