@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import heapq
 import re
 import secrets
 import threading
@@ -47,6 +46,7 @@ __all__ = [
     "COVERED_COMPONENTS",
     "LABEL",
     "MAX_SKEW_SECONDS",
+    "REPLAY_SLICE_SECONDS",
     "BareItem",
     "InnerList",
     "Item",
@@ -71,6 +71,8 @@ LABEL = "sig1"
 """The label :func:`sign_request` gives its signature (a verifier takes any one label)."""
 MAX_SKEW_SECONDS = 300
 """How far ``created`` may be from the verifier's clock, in the past or the future."""
+REPLAY_SLICE_SECONDS = 10
+"""How finely :class:`ReplayGuard` groups nonces by expiry: each group is dropped whole."""
 _PARAMETERS = ("created", "keyid", "alg", "nonce")
 _NONCE = re.compile(r"[\x21-\x7e]{16,64}")
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
@@ -548,20 +550,27 @@ def verify_request(
 class ReplayGuard:
     """The ``(key id, nonce)`` of every request a node accepted, while it could be replayed.
 
-    A signature is accepted until ``created + MAX_SKEW_SECONDS``; its nonce is kept exactly that
-    long, so memory is bounded by the signed requests of one window. A validator receives tens
-    of signed peer requests a second, so each pair is kept as a 16-byte BLAKE2b digest (about
-    a third of the memory of the two strings). Safe to share between threads.
+    A signature is accepted until ``created + MAX_SKEW_SECONDS``; its nonce is kept at least that
+    long and less than :data:`REPLAY_SLICE_SECONDS` longer, so memory is bounded by the signed
+    requests of one window. A validator receives tens of signed peer requests a second, so each
+    pair is kept as a 16-byte BLAKE2b digest (about a third of the memory of the two strings).
+
+    The digests are grouped by when they expire, one small set per slice of
+    :data:`REPLAY_SLICE_SECONDS`, and a slice is dropped whole once all of it expired. One table
+    for the whole window (some 20,000 entries at a validator's rate) was reallocated as a single
+    block of 1.25 MiB every few minutes, which glibc moves from ``mmap`` into the heap: the
+    resident memory of a long-running node stepped up (``docs/decisions.md`` D37). Safe to share
+    between threads.
     """
 
     def __init__(self, window: int = MAX_SKEW_SECONDS) -> None:
         self._window = window
-        self._seen: dict[bytes, int] = {}
-        self._expiry: list[tuple[int, bytes]] = []
+        self._slices: dict[int, set[bytes]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._seen)
+        with self._lock:
+            return sum(len(seen) for seen in self._slices.values())
 
     def remember(self, request: VerifiedRequest, now: int) -> None:
         """Record an accepted request's nonce, refusing one seen before.
@@ -573,15 +582,13 @@ class ReplayGuard:
             f"{request.key_id}\n{request.nonce}".encode(), digest_size=16
         ).digest()
         with self._lock:
-            while self._expiry and self._expiry[0][0] < now:
-                _, old = heapq.heappop(self._expiry)
-                self._seen.pop(old, None)
-            if key in self._seen:
+            for expired in [i for i in self._slices if (i + 1) * REPLAY_SLICE_SECONDS <= now]:
+                del self._slices[expired]
+            if any(key in seen for seen in self._slices.values()):
                 raise AuthenticationError(
                     "replayed",
                     f"key {request.key_id} already used nonce {request.nonce!r}; sign every "
                     "request anew",
                 )
             expires = request.created + self._window
-            self._seen[key] = expires
-            heapq.heappush(self._expiry, (expires, key))
+            self._slices.setdefault(expires // REPLAY_SLICE_SECONDS, set()).add(key)

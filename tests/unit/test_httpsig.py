@@ -17,6 +17,7 @@ from node.httpsig import (
     ACCEPT_SIGNATURE,
     COVERED_COMPONENTS,
     MAX_SKEW_SECONDS,
+    REPLAY_SLICE_SECONDS,
     BareItem,
     InnerList,
     Item,
@@ -421,9 +422,49 @@ def test_nonces_are_forgotten_once_their_signatures_expire() -> None:
     guard.remember(VerifiedRequest(KEY_ID, NOW + 200, "a-later-nonce-0000"), NOW + 200)
     assert len(guard) == 101
     guard.remember(VerifiedRequest(KEY_ID, NOW + 350, "a-later-nonce-0001"), NOW + 350)
-    assert len(guard) == 52  # those created before NOW + 50 can no longer verify
+    # those created before NOW + 50 can no longer verify: gone, at most one slice late
+    assert 52 <= len(guard) <= 52 + REPLAY_SLICE_SECONDS
     guard.remember(VerifiedRequest(KEY_ID, NOW + 1000, "a-later-nonce-0002"), NOW + 1000)
     assert len(guard) == 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([KEY_ID, "0" * 64]),
+            st.sampled_from([f"nonce-{n:012d}" for n in range(4)]),
+            st.integers(min_value=-MAX_SKEW_SECONDS, max_value=MAX_SKEW_SECONDS),
+            st.integers(min_value=0, max_value=120),
+        ),
+        max_size=60,
+    )
+)
+def test_a_nonce_is_refused_exactly_while_its_signature_could_be_replayed(
+    requests: list[tuple[str, str, int, int]],
+) -> None:
+    """Against a model: refused while an accepted signature with that nonce still verifies,
+    accepted once it expired a slice ago or was never seen, either way in between."""
+    guard = ReplayGuard()
+    expiry: dict[tuple[str, str], int] = {}
+    now = NOW
+    for key, nonce, skew, wait in requests:
+        now += wait
+        request = VerifiedRequest(key, now + skew, nonce)
+        seen = expiry.get((key, nonce))
+        refusal = None
+        try:
+            guard.remember(request, now)
+        except AuthenticationError as e:
+            refusal = e.reason
+        if refusal is not None:
+            assert refusal == "replayed"
+            assert seen is not None
+            assert now < seen + REPLAY_SLICE_SECONDS
+            continue
+        assert seen is None or seen < now
+        expiry[(key, nonce)] = request.created + MAX_SKEW_SECONDS
+    live = sum(1 for expires in expiry.values() if expires >= now)
+    assert live <= len(guard) <= len(expiry)
 
 
 # --- any flipped byte fails ----------------------------------------------------------------------
