@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, inspect, select
+from sqlalchemy import Connection, Engine, event, func, inspect, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -188,21 +188,30 @@ def head_of(block: Block) -> Head:
 
 
 class StatementLog:
-    """Records the SQL statements an engine executes while active."""
+    """Records the SQL statements an engine executes while active: those SQLAlchemy runs, and
+    those the store sends to a driver cursor itself (``node.store._driver_rows``)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.statements: list[tuple[str, Any]] = []
+        self._driver_rows = node.store._driver_rows
 
     def _record(self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         self.statements.append((statement, parameters))
 
+    def _record_driver_rows(self, connection: Connection, sql: str, parameters: Any) -> Any:
+        if connection.engine is self.engine:
+            self.statements.append((sql, parameters))
+        return self._driver_rows(connection, sql, parameters)
+
     def __enter__(self) -> StatementLog:
         event.listen(self.engine, "before_cursor_execute", self._record)
+        node.store._driver_rows = self._record_driver_rows
         return self
 
     def __exit__(self, *_: object) -> None:
         event.remove(self.engine, "before_cursor_execute", self._record)
+        node.store._driver_rows = self._driver_rows
 
 
 def log_bound(size: int) -> int:
@@ -728,6 +737,25 @@ def test_impossible_proofs_raise_proof_error(open_store: Callable[[], Store]) ->
         else:
             wrong.append(f"{name}: no error")
     assert wrong == []
+
+
+def test_a_driver_error_in_a_hot_read_is_a_storage_error(
+    open_store: Callable[[], Store],
+) -> None:
+    """Proofs and event locations read through a driver cursor; its errors keep the contract."""
+    store = filled(open_store(), up_to=REFUSE_AT)
+    n = store.head().tree_size
+    event_id = store.event_at(0)
+    assert event_id is not None
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE merkle_nodes RENAME TO merkle_nodes_gone")
+        connection.exec_driver_sql("ALTER TABLE events RENAME TO events_gone")
+    with pytest.raises(StorageError, match="cannot read Merkle nodes"):
+        store.inclusion_proof(0, n)
+    with pytest.raises(StorageError, match="cannot read Merkle nodes"):
+        store.consistency_proof(1, n)
+    with pytest.raises(StorageError, match="cannot read events"):
+        store.locations([event_id.envelope.event_id])
 
 
 def test_proofs_read_one_query_of_logarithmically_many_keys(
