@@ -801,17 +801,27 @@ def _driver_rows(connection: Connection, sql: str, parameters: tuple[Any, ...]) 
     For the hot reads of a few dozen rows (proofs, an event's place in the log): SQLAlchemy's
     result rows cost more than the lookups (a proof from a million-event log took a third less
     time without them). A driver error is raised as SQLAlchemy's :class:`DBAPIError`, as
-    ``exec_driver_sql`` would.
+    ``exec_driver_sql`` would, and a lost database connection is invalidated, so that the
+    pool does not hand it out again.
     """
-    driver_error = connection.dialect.loaded_dbapi.Error
-    cursor = connection.connection.cursor()
+    dialect = connection.dialect
+    driver_error = dialect.loaded_dbapi.Error
+    cursor = None
     try:
+        cursor = connection.connection.cursor()
         cursor.execute(sql, parameters)
         return list(cursor.fetchall())
     except driver_error as e:
-        raise DBAPIError.instance(sql, parameters, e, driver_error) from e
+        lost = dialect.is_disconnect(e, connection.connection.dbapi_connection, cursor)
+        if lost:
+            connection.invalidate(e)
+        raise DBAPIError.instance(
+            sql, parameters, e, driver_error, connection_invalidated=lost, dialect=dialect
+        ) from e
     finally:
-        cursor.close()
+        if cursor is not None:
+            with contextlib.suppress(driver_error):
+                cursor.close()
 
 
 _NODE_HASHES = 'SELECT "key", hash FROM merkle_nodes WHERE "key"'

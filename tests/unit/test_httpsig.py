@@ -422,10 +422,25 @@ def test_nonces_are_forgotten_once_their_signatures_expire() -> None:
     guard.remember(VerifiedRequest(KEY_ID, NOW + 200, "a-later-nonce-0000"), NOW + 200)
     assert len(guard) == 101
     guard.remember(VerifiedRequest(KEY_ID, NOW + 350, "a-later-nonce-0001"), NOW + 350)
-    # those created before NOW + 50 can no longer verify: gone, at most one slice late
-    assert 52 <= len(guard) <= 52 + REPLAY_SLICE_SECONDS
+    assert len(guard) == 52  # those created before NOW + 50 can no longer verify
     guard.remember(VerifiedRequest(KEY_ID, NOW + 1000, "a-later-nonce-0002"), NOW + 1000)
     assert len(guard) == 1
+
+
+@pytest.mark.parametrize("offset", range(REPLAY_SLICE_SECONDS))
+def test_a_nonce_is_refused_up_to_the_last_second_its_signature_verifies(offset: int) -> None:
+    """Every position of an expiry within its slice: refused at expiry, accepted a slice later."""
+    created = NOW + offset
+    expires = created + MAX_SKEW_SECONDS
+    for now, replayed in ((expires, True), (expires + REPLAY_SLICE_SECONDS, False)):
+        guard = ReplayGuard()
+        guard.remember(VerifiedRequest(KEY_ID, created, NONCE), created)
+        guard.remember(VerifiedRequest(KEY_ID, now, "a-later-nonce-0000"), now)
+        if replayed:
+            with pytest.raises(AuthenticationError):
+                guard.remember(VerifiedRequest(KEY_ID, now, NONCE), now)
+        else:
+            guard.remember(VerifiedRequest(KEY_ID, now, NONCE), now)
 
 
 @given(

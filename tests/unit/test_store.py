@@ -21,6 +21,7 @@ import math
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -756,6 +757,30 @@ def test_a_driver_error_in_a_hot_read_is_a_storage_error(
         store.consistency_proof(1, n)
     with pytest.raises(StorageError, match="cannot read events"):
         store.locations([event_id.envelope.event_id])
+
+
+def test_a_connection_lost_in_a_hot_read_is_not_handed_out_again(
+    database_url: str, open_store: Callable[[], Store]
+) -> None:
+    """The server ends a pooled connection: the next proof fails, and drops it from the pool."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs a server that can end a connection")
+    store = filled(open_store(), up_to=REFUSE_AT)
+    n = store.head().tree_size
+    proof = store.inclusion_proof(0, n)
+    doomed, other = store.engine.connect(), store.engine.connect()
+    pid = doomed.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    doomed.close()  # back to the pool, first in line (the pool hands out the oldest first)
+    other.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,))
+    while other.exec_driver_sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)
+    ).scalar():
+        time.sleep(0.01)
+    other.close()
+    with pytest.raises(StorageError, match="cannot read Merkle nodes") as lost:
+        store.inclusion_proof(0, n)
+    assert getattr(lost.value.__cause__, "connection_invalidated", False)
+    assert store.inclusion_proof(0, n) == proof
 
 
 def test_proofs_read_one_query_of_logarithmically_many_keys(
