@@ -603,22 +603,23 @@ class LedgerNode:
                     break
                 adopted = 0
                 for line in response.content.splitlines()[1:]:
-                    if self._settle(line):
+                    try:
+                        block = parse_block(line)
+                    except LedgerError as e:
+                        log.warning("refused a block from a peer: %s", e)
+                        break
+                    if self._settle(block):
                         continue
-                    if not self._adopt(line):
+                    if not self._adopt(block):
                         break
                     adopted += 1
                 if not adopted:
                     break
 
-    def _settle(self, line: bytes) -> bool:
+    def _settle(self, block: Block) -> bool:
         """Our head as a peer ahead of us holds it: take its certificate (settled by the next
         block's decision, see ``node.consensus.Proposal.last_commit``). True if it was our head.
         """
-        try:
-            block = parse_block(line)
-        except LedgerError:
-            return False
         head = self.ledger.head
         if block.header.height != head.height or block.header.block_hash != head.block_hash:
             return False
@@ -635,10 +636,9 @@ class LedgerNode:
                 self.ledger.replace_certificate(head.height, certificate)
         return True
 
-    def _adopt(self, line: bytes) -> bool:
+    def _adopt(self, block: Block) -> bool:
         """Commit a block fetched from a peer if its certificate and events check out."""
         try:
-            block = parse_block(line)
             header = block.header
             if header.height != self.ledger.head.height + 1 or block.commit is None:
                 return False
