@@ -746,8 +746,8 @@ def test_a_driver_error_in_a_hot_read_is_a_storage_error(
     """Proofs and event locations read through a driver cursor; its errors keep the contract."""
     store = filled(open_store(), up_to=REFUSE_AT)
     n = store.head().tree_size
-    event_id = store.event_at(0)
-    assert event_id is not None
+    first = store.event_at(0)
+    assert first is not None
     with store.engine.begin() as connection:
         connection.exec_driver_sql("ALTER TABLE merkle_nodes RENAME TO merkle_nodes_gone")
         connection.exec_driver_sql("ALTER TABLE events RENAME TO events_gone")
@@ -756,7 +756,7 @@ def test_a_driver_error_in_a_hot_read_is_a_storage_error(
     with pytest.raises(StorageError, match="cannot read Merkle nodes"):
         store.consistency_proof(1, n)
     with pytest.raises(StorageError, match="cannot read events"):
-        store.locations([event_id.envelope.event_id])
+        store.locations([first.envelope.event_id])
 
 
 def test_a_connection_lost_in_a_hot_read_is_not_handed_out_again(
@@ -772,9 +772,11 @@ def test_a_connection_lost_in_a_hot_read_is_not_handed_out_again(
     pid = doomed.exec_driver_sql("SELECT pg_backend_pid()").scalar()
     doomed.close()  # back to the pool, first in line (the pool hands out the oldest first)
     other.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,))
+    deadline = time.monotonic() + 10
     while other.exec_driver_sql(
         "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)
     ).scalar():
+        assert time.monotonic() < deadline, "the server did not end the connection"
         time.sleep(0.01)
     other.close()
     with pytest.raises(StorageError, match="cannot read Merkle nodes") as lost:
