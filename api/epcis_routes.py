@@ -81,12 +81,13 @@ _UNAUTHORISED = problem_example(
 )
 
 
-def capture_settings(request: Request) -> CaptureSettings:
+async def capture_settings(request: Request) -> CaptureSettings:
     """The node's capture key, for a caller with its token.
 
     A dependency, so it runs before the route's parameters are validated: a request without
     the token answers ``401`` whatever its parameters (a malformed ``wait`` included), as the
-    signed routes do, and tells an unauthenticated caller nothing about its input.
+    signed routes do, and tells an unauthenticated caller nothing about its input. ``async``
+    so that it runs on the event loop, not on a worker thread (it does no I/O).
 
     Raises:
         RequestRefusedError: ``404`` on a node without a capture key, ``401`` without the

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, bindparam, delete, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -58,6 +58,7 @@ from node.models import (
     StepLotRow,
     StepRow,
     insert_rows,
+    select_in,
 )
 
 if TYPE_CHECKING:
@@ -290,18 +291,19 @@ class DatabaseState:
         return next(iter(self._rows(model, key == value)), None)
 
     def _many(self, model: Any, key: Any, values: Iterable[Any], order: Any = None) -> list[Any]:
-        """Rows whose ``key`` is one of ``values``, in bounded ``IN`` lists, sorted by ``order``.
-
-        The list is one expanding parameter, so the statement is built and cached once
-        whatever the number of values.
-        """
+        """Rows whose ``key`` is one of ``values``, sorted by ``order``, in queries of at most
+        :data:`_MAX_IN` values sent to the driver as they are (:func:`node.models.select_in`:
+        these lookups run for every batch of events a node admits)."""
         wanted = list(dict.fromkeys(values))
         rows: list[Any] = []
-        condition = key.in_(bindparam("values", expanding=True))
-        for start in range(0, len(wanted), _MAX_IN):
-            chunk = {"values": wanted[start : start + _MAX_IN]}
-            rows.extend(self._rows(model, condition, order, chunk))
-        if order is not None and len(wanted) > _MAX_IN:
+        try:
+            with self._engine.connect() as connection:
+                for start in range(0, len(wanted), _MAX_IN):
+                    chunk = wanted[start : start + _MAX_IN]
+                    rows.extend(map(_Row, select_in(connection, model, key.key, chunk)))
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot read {model.__tablename__}: {e}") from e
+        if order is not None:
             rows.sort(key=lambda row: row[order.key])
         return rows
 

@@ -18,7 +18,6 @@ behind the store's back (a flipped byte, a deleted row); it checks no signature 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
 from ledger.blocks import (
@@ -54,7 +53,16 @@ from ledger.merkle import (
 from ledger.rules import genesis_effects
 from ledger.state import Effects
 from node.ledger_state import write_effects
-from node.models import BlockRow, EventRow, MerkleNodeRow, MetaRow, insert_rows, node_key
+from node.models import (
+    BlockRow,
+    EventRow,
+    MerkleNodeRow,
+    MetaRow,
+    driver_rows,
+    in_query,
+    insert_rows,
+    node_key,
+)
 
 __all__ = [
     "SCHEMA_REVISION",
@@ -375,8 +383,8 @@ class Store:
             with self._engine.connect() as connection:
                 for start in range(0, len(keys), _KEYS_PER_QUERY):
                     chunk = tuple(keys[start : start + _KEYS_PER_QUERY])
-                    sql = _in_query(_LOCATIONS, connection.dialect.paramstyle, len(chunk))
-                    for key, height, index in _driver_rows(connection, sql, chunk):
+                    sql = in_query(_LOCATIONS, connection.dialect.paramstyle, len(chunk))
+                    for key, height, index in driver_rows(connection, sql, chunk):
                         found[bytes(key).hex()] = (height, index)
         except SQLAlchemyError as e:
             raise StorageError(f"cannot read events: {e}") from e
@@ -785,70 +793,18 @@ class _IntegrityWalk:
 
 
 def _node_hashes(session: Session | Connection, keys: Iterable[int]) -> dict[int, bytes]:
-    """Merkle node hashes by key, in one query (see :func:`_in_query`) of at most
+    """Merkle node hashes by key, in one query (see :func:`~node.models.in_query`) of at most
     :data:`_KEYS_PER_QUERY` keys."""
     wanted = tuple(keys)
     if not wanted:
         return {}  # ``IN ()`` is SQLite's, not standard SQL
     connection = session.connection() if isinstance(session, Session) else session
-    sql = _in_query(_NODE_HASHES, connection.dialect.paramstyle, len(wanted))
-    return {key: bytes(digest) for key, digest in _driver_rows(connection, sql, wanted)}
-
-
-def _driver_rows(connection: Connection, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
-    """The rows of a query in the driver's own SQL, straight from a driver cursor.
-
-    For the hot reads of a few dozen rows (proofs, an event's place in the log): SQLAlchemy's
-    result rows cost more than the lookups (a proof from a million-event log took a third less
-    time without them). A driver error is raised as SQLAlchemy's :class:`DBAPIError`, as
-    ``exec_driver_sql`` would, and a lost database connection is invalidated, so that the
-    pool does not hand it out again.
-    """
-    dialect = connection.dialect
-    driver_error = dialect.loaded_dbapi.Error
-    cursor = None
-    try:
-        cursor = connection.connection.cursor()
-        cursor.execute(sql, parameters)
-        return list(cursor.fetchall())
-    except driver_error as e:
-        lost = dialect.is_disconnect(e, connection.connection.dbapi_connection, cursor)
-        if lost:
-            connection.invalidate(e)
-        raise DBAPIError.instance(
-            sql, parameters, e, driver_error, connection_invalidated=lost, dialect=dialect
-        ) from e
-    finally:
-        if cursor is not None:
-            with contextlib.suppress(driver_error):
-                cursor.close()
+    sql = in_query(_NODE_HASHES, connection.dialect.paramstyle, len(wanted))
+    return {key: bytes(digest) for key, digest in driver_rows(connection, sql, wanted)}
 
 
 _NODE_HASHES = 'SELECT "key", hash FROM merkle_nodes WHERE "key"'
 _LOCATIONS = "SELECT event_id, height, idx FROM events WHERE event_id"
-
-_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-"""The positional placeholder of each DB-API parameter style (SQLite's, psycopg's)."""
-
-
-@functools.lru_cache(maxsize=128)
-def _in_query(prefix: str, paramstyle: str, count: int) -> str:
-    """``prefix IN (…)`` with ``count`` placeholders, in the driver's own SQL.
-
-    Cached, but bounded: a proof asks for at most 2·⌈log₂ n⌉ + 2 keys, while the counts a
-    batch of event ids brings are up to 900, each text a few kilobytes, in a long-running node.
-
-    Hot read paths (proofs, an event's place in the log) send it to the driver as it is (see
-    :func:`_driver_rows`): the text is the same for a given count, and SQLAlchemy's expansion of
-    an ``IN`` parameter costs more than the lookups.
-
-    Raises:
-        StorageError: a driver whose placeholders are neither ``?`` nor ``%s``.
-    """
-    mark = _PLACEHOLDERS.get(paramstyle)
-    if mark is None:
-        raise StorageError(f"no query for a driver with {paramstyle} parameters")
-    return f"{prefix} IN ({', '.join([mark] * count)})"
 
 
 def _head_of(header: BlockHeader) -> Head:

@@ -375,6 +375,19 @@ def test_a_replayed_request_is_refused(setup: Setup) -> None:
     assert fresh.status_code == 200
 
 
+def test_a_replayed_peer_request_is_refused(setup: Setup) -> None:
+    """The peer inbox checks a validator's signature on the event loop: same replay guard."""
+    key, body = setup.keys["validator"], b'{"items": []}'
+    headers = {"content-type": "application/json"} | sign_request(
+        "POST", "/v1/peer/inbox", body, key, key_id(public_key_bytes(key)), int(time.time())
+    )
+    url = setup.network.url(1) + "/v1/peer/inbox"
+    assert setup.http.post(url, content=body, headers=headers).status_code == 204
+    again = setup.http.post(url, content=body, headers=headers)
+    assert again.status_code == 401
+    assert again.json()["type"].endswith("/replayed")
+
+
 def test_a_body_altered_after_signing(setup: Setup) -> None:
     signed, sent = b'{"items": []}', json.dumps({"items": [{"kind": "message"}]}).encode()
     response = setup.send("validator", "POST", "/v1/peer/inbox", sent, signed_body=signed)

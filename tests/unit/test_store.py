@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Engine, event, func, inspect, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+import node.models
 import node.store
 from ledger import merkle
 from ledger.blocks import Block, genesis_header
@@ -190,12 +191,13 @@ def head_of(block: Block) -> Head:
 
 class StatementLog:
     """Records the SQL statements an engine executes while active: those SQLAlchemy runs, and
-    those the store sends to a driver cursor itself (``node.store._driver_rows``)."""
+    those the node sends to a driver cursor itself (``node.models.driver_rows``, which
+    ``node.store`` imports by name)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.statements: list[tuple[str, Any]] = []
-        self._driver_rows = node.store._driver_rows
+        self._driver_rows = node.models.driver_rows
 
     def _record(self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         self.statements.append((statement, parameters))
@@ -207,12 +209,12 @@ class StatementLog:
 
     def __enter__(self) -> StatementLog:
         event.listen(self.engine, "before_cursor_execute", self._record)
-        node.store._driver_rows = self._record_driver_rows
+        node.models.driver_rows = node.store.driver_rows = self._record_driver_rows
         return self
 
     def __exit__(self, *_: object) -> None:
         event.remove(self.engine, "before_cursor_execute", self._record)
-        node.store._driver_rows = self._driver_rows
+        node.models.driver_rows = node.store.driver_rows = self._driver_rows
 
 
 def log_bound(size: int) -> int:
