@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from ledger.blocks import Block, proposal_bytes, sign_vote
 from ledger.encoding import format_time, parse_time
@@ -54,6 +54,7 @@ REPORT = "byzantine.json"
 
 GARBAGE_EVERY = 0.5
 """Seconds between two rounds of garbage to every peer."""
+GARBAGE_TIMEOUT = aiohttp.ClientTimeout(total=2)
 FAR_AHEAD = 10_000
 """How many heights ahead the votes for far-away heights are."""
 
@@ -129,16 +130,13 @@ class ByzantineNode(LedgerNode):
             for link in self._links.values():
                 url = f"{link.peer.url}/v1/peer/inbox"
                 for body in self._garbage():
-                    headers = {
-                        "content-type": "application/json",
-                        **self._request_signature("POST", url, body),
-                    }
+                    headers = self._signed_headers("POST", url, body)
                     assert self._client is not None
-                    with contextlib.suppress(httpx.HTTPError, OSError):
-                        response = await self._client.post(
-                            url, content=body, headers=headers, timeout=2
-                        )
-                        self._answers[response.status_code] += 1
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                        async with self._client.post(
+                            url, data=body, headers=headers, timeout=GARBAGE_TIMEOUT
+                        ) as response:
+                            self._answers[response.status] += 1
             account = {**self._twins, "answers": self._answers}
             self.report.with_suffix(".tmp").write_text(json.dumps(account))
             self.report.with_suffix(".tmp").replace(self.report)
