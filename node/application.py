@@ -18,7 +18,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ledger.blocks import (
     Block,
@@ -168,6 +168,8 @@ class LedgerApplication:
         self._pending_effects: dict[str, Effects] = {}
         """What each pending event changes, after the committed state and the events before
         it (kept while the mempool is not rebuilt; see :meth:`_mempool_effects`)."""
+        self._by_signature: dict[str, Envelope] = {}
+        """Pending events by their first signature (hex): see :meth:`held`."""
         self._overlay = Overlay(ledger.state)
         self._verified: set[_SignedEvent] = set()
         self._validated: tuple[str, str, Effects] | None = None
@@ -196,6 +198,22 @@ class LedgerApplication:
         """A pending event by id."""
         return self._pending.get(event_id)
 
+    def held(self, raw: Any) -> Envelope | None:
+        """The pending event whose wire form is ``raw``, if there is one.
+
+        A proposal carries events a validator mostly holds already, parsed and checked; taking
+        those spares parsing each again (its id is the hash of its canonical body). Found by
+        its first signature, and taken only if its wire form equals ``raw``. Python's ``==``
+        takes ``1`` for ``true``, so this alone does not pin the event's bytes: the block's
+        tree root, recomputed from the leaves of the events taken, does
+        (:meth:`effects_of`), and a block whose events differ from those is refused.
+        """
+        try:
+            envelope = self._by_signature.get(raw["sigs"][0]["sig"])
+        except (TypeError, KeyError, IndexError):
+            return None
+        return envelope if envelope is not None and envelope.to_json() == raw else None
+
     def submit(self, envelope: Envelope) -> Admission:
         """Admit an event to the mempool after checking signatures and rules.
 
@@ -211,8 +229,7 @@ class LedgerApplication:
         self._check_signatures(envelope, self._overlay)
         machine = StateMachine(self._genesis, self._overlay)
         effects = machine.apply(envelope, self.ledger.log.size + len(self._pending), self._now())
-        self._pending[envelope.event_id] = envelope
-        self._pending_effects[envelope.event_id] = effects
+        self._hold(envelope, effects)
         return Admission(envelope.event_id, "pending")
 
     def submit_batch(
@@ -254,9 +271,15 @@ class LedgerApplication:
             admissions.append(Admission(event_id, "pending"))
         if admit and not refused:
             self._overlay.apply(trial.pending)
-            self._pending.update(admitted)
-            self._pending_effects.update(effects)
+            for event_id, envelope in admitted.items():
+                self._hold(envelope, effects[event_id])
         return admissions, refused
+
+    def _hold(self, envelope: Envelope, effects: Effects) -> None:
+        """Add an admitted event to the mempool."""
+        self._pending[envelope.event_id] = envelope
+        self._pending_effects[envelope.event_id] = effects
+        self._by_signature[envelope.sigs[0].sig.hex()] = envelope
 
     def _known(self, event_id: str) -> Admission | None:
         if event_id in self._pending:
@@ -284,22 +307,25 @@ class LedgerApplication:
     # --- blocks --------------------------------------------------------------------------
 
     def build_block(self, height: int, round_: int) -> Block:
-        """A block of up to ``max_block_events`` pending events that are still valid."""
+        """A block of up to ``max_block_events`` pending events that are still valid.
+
+        The first pending events, in order, were each checked after the committed state and
+        the ones before them, so their effects are taken as the mempool computed them (as a
+        validator does, :meth:`_mempool_effects`); only if one of them is dated after the
+        block are they all checked again, one by one, leaving that one out.
+        """
         head = self.ledger.head
         block_time = max(self._now(), parse_time(head.time))
-        overlay = Overlay(self.ledger.state)
-        machine = StateMachine(self._genesis, overlay)
+        chosen = list(itertools.islice(self._pending.values(), self._max_events))
+        try:
+            effects = self._mempool_effects(chosen, block_time)
+        except RuleViolation:  # an event dated after the block: check them one by one
+            effects = None
+        if effects is None:
+            chosen, effects = self._check_pending(block_time)
         log = self.ledger.log.copy()
-        chosen: list[Envelope] = []
-        for envelope in list(self._pending.values()):
-            if len(chosen) >= self._max_events:
-                break
-            try:
-                machine.apply(envelope, log.size, block_time)
-            except LedgerError:
-                continue
+        for envelope in chosen:
             log.append(leaf_hash(envelope.leaf))
-            chosen.append(envelope)
         header = BlockHeader(
             network=self._genesis.network,
             height=height,
@@ -310,8 +336,26 @@ class LedgerApplication:
             tree_size=log.size,
             tree_root=log.root().hex(),
         )
-        self._validated = (head.block_hash, header.block_hash, overlay.pending)
+        self._validated = (head.block_hash, header.block_hash, effects)
         return Block(header, tuple(chosen), None)
+
+    def _check_pending(self, block_time: _dt.datetime) -> tuple[list[Envelope], Effects]:
+        """Up to ``max_block_events`` pending events that are valid in a block of this time,
+        checked anew in order after the committed state, and their effects."""
+        overlay = Overlay(self.ledger.state)
+        machine = StateMachine(self._genesis, overlay)
+        index = self.ledger.log.size
+        chosen: list[Envelope] = []
+        for envelope in list(self._pending.values()):
+            if len(chosen) >= self._max_events:
+                break
+            try:
+                machine.apply(envelope, index, block_time)
+            except LedgerError:
+                continue
+            index += 1
+            chosen.append(envelope)
+        return chosen, overlay.pending
 
     def validate_block(self, block: Block) -> None:
         """Raise unless ``block`` may follow the committed head (everything but its votes).
@@ -428,8 +472,10 @@ class LedgerApplication:
             for e in itertools.islice(self._pending.values(), len(block.events))
         ]
         for envelope in block.events:
-            self._pending.pop(envelope.event_id, None)
-            self._pending_effects.pop(envelope.event_id, None)
+            held = self._pending.pop(envelope.event_id, None)
+            if held is not None:
+                self._pending_effects.pop(envelope.event_id, None)
+                self._by_signature.pop(held.sigs[0].sig.hex(), None)
             self._verified.discard((envelope.event_id, envelope.sigs))
         if len(self._verified) > _MAX_VERIFIED_CACHE:  # proposals that never committed
             self._verified.clear()
@@ -453,6 +499,7 @@ class LedgerApplication:
         waiting = list(self._pending.values())
         self._pending.clear()
         self._pending_effects.clear()
+        self._by_signature.clear()
         self._overlay = Overlay(self.ledger.state)
         for envelope in waiting:
             try:

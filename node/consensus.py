@@ -20,7 +20,7 @@ cosign checkpoints, or store anything itself.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,7 +38,7 @@ from ledger.blocks import (
 )
 from ledger.encoding import parse_hex, require_fields
 from ledger.errors import ChainError, ConsensusError, EncodingError, LedgerError, SignatureError
-from ledger.events import parse_envelope
+from ledger.events import Envelope, parse_envelope
 from ledger.keys import (
     PROPOSAL_PREFIX,
     VOTE_PREFIX,
@@ -172,8 +172,13 @@ def _int(value: Any, what: str, minimum: int = 0) -> int:
     return value
 
 
-def parse_message(value: Any) -> Message:
+def parse_message(value: Any, held: Callable[[Any], Envelope | None] | None = None) -> Message:
     """Parse a consensus message from its wire form (signature not yet checked).
+
+    Args:
+        value: the wire form.
+        held: for a proposal, the parsed event this validator holds for an event's wire form,
+            if any (taken instead of parsing it again; see ``LedgerApplication.held``).
 
     Raises:
         EncodingError: malformed.
@@ -202,7 +207,7 @@ def parse_message(value: Any) -> Message:
         if type(block["events"]) is not list:
             raise EncodingError("proposal.block.events must be a list")
         try:
-            events = tuple(parse_envelope(e) for e in block["events"])
+            events = tuple((held and held(e)) or parse_envelope(e) for e in block["events"])
         except SignatureError as e:
             raise EncodingError(f"proposal.block.events: {e}") from e
         parse_hex(raw["node"], 32, "proposal.node")

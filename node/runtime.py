@@ -594,7 +594,8 @@ class LedgerNode:
             kind, body = item.get("kind"), item.get("body")
             try:
                 if kind == "message":
-                    self._act(self.consensus.handle(parse_message(body), now))
+                    message = parse_message(body, held=self.app.held)
+                    self._act(self.consensus.handle(message, now))
                 elif position in events:
                     notify |= self.app.submit(events[position]).status == "pending"
                 elif kind == "cosignature":

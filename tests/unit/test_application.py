@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 
 from ledger.blocks import Block, CommitCertificate
-from ledger.errors import RuleViolation, SignatureError
+from ledger.encoding import canonical
+from ledger.errors import ChainError, RuleViolation, SignatureError
 from ledger.events import Envelope, EventSignature
 from node.application import LedgerApplication, MemoryLedger
+from node.consensus import Proposal, parse_message
 from tests.builders import BLOCK_TIME, GOVERNANCE, World, public_key_hex
 
 
@@ -61,6 +65,75 @@ def test_a_pending_event_with_forged_signatures_in_a_proposal_is_refused() -> No
     with pytest.raises(SignatureError):
         app.validate_block(builder.build_block(1, 0))
     app.validate_block(honest)
+
+
+def _proposal_wire(block: Block) -> dict[str, object]:
+    """A proposal of ``block`` as it travels (its signature is not what these tests check)."""
+    return Proposal(1, 0, -1, block, block.header.proposer, bytes(64)).to_json()
+
+
+def test_a_proposal_takes_the_events_the_validator_holds() -> None:
+    world, app = _setup()
+    held, new = _org(world, "koperasi-a"), _org(world, "koperasi-b")
+    app.submit(held)
+    builder = LedgerApplication(
+        world.genesis, MemoryLedger(world.genesis), app._proposer_id, lambda: BLOCK_TIME
+    )
+    builder.submit_batch([held, new])
+    proposal = parse_message(_proposal_wire(builder.build_block(1, 0)), held=app.held)
+    assert isinstance(proposal, Proposal)
+    first, second = proposal.block.events
+    assert first is app.pending_event(held.event_id)  # taken, not parsed again
+    assert second is not new
+    assert second.event_id == new.event_id  # parsed
+    app.validate_block(proposal.block)
+    _commit(app, proposal.block)
+    assert app.held(held.to_json()) is None  # committed: no longer held
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda wire: wire["body"]["payload"].update(name="Koperasi lain"),
+        lambda wire: wire.update(extra=1),
+        lambda wire: wire["sigs"][0].update(key="00" * 32),
+        lambda wire: wire.pop("body"),
+        lambda wire: wire.update(sigs=[]),
+        lambda wire: wire.update(sigs="not a list"),
+    ],
+)
+def test_a_held_event_is_taken_only_for_its_wire_form(change: Callable[[dict], None]) -> None:
+    world, app = _setup()
+    event = _org(world, "koperasi-a")
+    app.submit(event)
+    assert app.held(event.to_json()) is app.pending_event(event.event_id)
+    wire = copy.deepcopy(event.to_json())
+    change(wire)
+    assert app.held(wire) is None
+    assert app.held("not an event") is None
+
+
+def test_a_held_event_equal_only_to_python_is_caught_by_the_tree_root() -> None:
+    # ``{"v": true} == {"v": 1}`` in Python: an event whose wire form differs from a held one
+    # only so is taken as the held one, and the block's tree root, computed over the other
+    # event's bytes, no longer matches: the block is refused, never stored with other events.
+    world, app = _setup()
+    event = _org(world, "koperasi-a")
+    app.submit(event)
+    body = {**event.body, "v": True}
+    twin = dataclasses.replace(event, body=body, body_bytes=canonical(body))
+    assert twin.to_json() == event.to_json()
+    assert twin.leaf != event.leaf
+    builder = LedgerApplication(
+        world.genesis, MemoryLedger(world.genesis), app._proposer_id, lambda: BLOCK_TIME
+    )
+    builder._verified.add((twin.event_id, twin.sigs))
+    builder._pending[twin.event_id] = twin
+    proposal = parse_message(_proposal_wire(builder.build_block(1, 0)), held=app.held)
+    assert isinstance(proposal, Proposal)
+    assert proposal.block.events == (event,)
+    with pytest.raises(ChainError, match="tree_root"):
+        app.validate_block(proposal.block)
 
 
 def test_a_batch_is_admitted_whole_or_not_at_all() -> None:
@@ -192,3 +265,41 @@ def test_a_block_of_pending_events_is_still_checked_against_its_own_time() -> No
     with pytest.raises(RuleViolation) as refused:
         app.effects_of(Block(earlier, block.events, None))
     assert refused.value.rule == "event.future"
+
+
+def test_a_proposer_leaves_out_an_event_dated_after_its_block() -> None:
+    # Admitted while the clock read 03:10; the clock then went back five minutes (NTP), so
+    # one event is nine minutes ahead of the block: it is left out, the others go in.
+    world = World()
+    clock = [BLOCK_TIME + dt.timedelta(minutes=10)]
+    app = LedgerApplication(
+        world.genesis,
+        MemoryLedger(world.genesis),
+        world.genesis.validators[0].key_id,
+        lambda: clock[0],
+    )
+    early, late, after = (
+        world.envelope(
+            "org.register",
+            {
+                "org_id": org_id,
+                "name": org_id,
+                "kind": "cooperative",
+                "admins": [public_key_hex(f"{org_id}/admin-1")],
+            },
+            [GOVERNANCE],
+            created_at=created_at,
+        )
+        for org_id, created_at in (
+            ("koperasi-a", "2026-11-29T03:00:00Z"),
+            ("koperasi-b", "2026-11-29T03:14:00Z"),
+            ("koperasi-c", "2026-11-29T03:01:00Z"),
+        )
+    )
+    assert not app.submit_batch([early, late, after])[1]
+    clock[0] -= dt.timedelta(minutes=5)
+    block = app.build_block(1, 0)
+    assert block.events == (early, after)
+    _commit(app, block)
+    assert app.ledger.state.event_index(after.event_id) == 1  # checked at its own index
+    assert app.ledger.state.event_index(late.event_id) is None
