@@ -72,7 +72,6 @@ from node.consensus import (
     SignedState,
     Timeouts,
     Vote,
-    block_wire,
     parse_message,
 )
 from node.httpsig import sign_request
@@ -186,12 +185,24 @@ def _signed_to_json(state: SignedState) -> tuple[dict[str, Any], dict[str, Block
     return value, blocks
 
 
+def _signed_blocks_json(blocks: dict[str, Block]) -> bytes:
+    """The blocks of :func:`_signed_to_json` as one JSON object ``{hash: block}`` (JCS), each
+    block as in an export with a ``null`` certificate: written from its events' leaves, not
+    encoded again (a validator stores the block it locks on at every height)."""
+    return b"{%s}" % b",".join(
+        b'"%s":%s' % (block_hash.encode(), Block(block.header, block.events, None).canonical_bytes)
+        for block_hash, block in sorted(blocks.items())
+    )
+
+
 def _signed_from_json(value: dict[str, Any], blocks: dict[str, Any]) -> SignedState:
     def block_of(raw: Any) -> Block | None:
         return None if raw is None else parse_block({**blocks[raw], "commit": None})
 
     def proposal_of(raw: dict[str, Any]) -> Any:
-        return parse_message({**raw, "block": blocks[raw["block"]]})
+        stored = blocks[raw["block"]]  # "commit": null, or none (older nodes)
+        block = {"header": stored["header"], "events": stored["events"]}
+        return parse_message({**raw, "block": block})
 
     votes = [parse_message(v) for v in value["votes"]]
     proposals = [proposal_of(p) for p in value["proposals"]]
@@ -868,17 +879,18 @@ class LedgerNode:
         value, blocks = _signed_to_json(state)
         rows: dict[str, Any] = {_SIGNED_STATE_KEY: value}
         if set(blocks) != self._persisted_blocks:
-            rows[_SIGNED_BLOCKS_KEY] = {h: block_wire(b) for h, b in blocks.items()}
+            rows[_SIGNED_BLOCKS_KEY] = _signed_blocks_json(blocks)
         self._save_meta(rows)
         self._persisted_blocks = set(blocks)
 
     def _save_meta(self, rows: dict[str, Any]) -> None:
-        """Write meta rows in one transaction (with the store's full fsync)."""
+        """Write meta rows in one transaction (with the store's full fsync); a value given as
+        ``bytes`` is JSON already."""
         try:
             with Session(self.store.engine) as session, session.begin():
                 for key, value in rows.items():
                     row = session.get(MetaRow, key)
-                    text = canonical(value).decode()
+                    text = (value if isinstance(value, bytes) else canonical(value)).decode()
                     if row is None:
                         session.add(MetaRow(key=key, value=text))
                     else:

@@ -19,6 +19,7 @@ from node.runtime import (
     DEFAULT_MAX_PENDING,
     LedgerNode,
     MempoolFullError,
+    _signed_blocks_json,
     _signed_from_json,
     _signed_to_json,
 )
@@ -63,9 +64,13 @@ def test_signed_state_round_trips() -> None:
     )
     value, blocks_by_hash = _signed_to_json(state)
     assert list(blocks_by_hash) == [block.header.block_hash]  # stored once, named by hash
-    stored = {h: block_wire(b) for h, b in blocks_by_hash.items()}
-    restored = _signed_from_json(json.loads(canonical(value)), json.loads(canonical(stored)))
+    stored = json.loads(_signed_blocks_json(blocks_by_hash))
+    assert stored == {h: {**block_wire(b), "commit": None} for h, b in blocks_by_hash.items()}
+    restored = _signed_from_json(json.loads(canonical(value)), stored)
     assert restored == state
+    # Blocks stored in their wire form, without "commit" (as nodes did before), load too.
+    before = {h: block_wire(b) for h, b in blocks_by_hash.items()}
+    assert _signed_from_json(json.loads(canonical(value)), before) == state
     assert restored.proposals[1].last_commit == blocks[1].commit
     assert restored.locked_block is not None
     assert restored.locked_block.header.block_hash == block.header.block_hash
