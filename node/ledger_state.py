@@ -57,6 +57,7 @@ from node.models import (
     ShipmentRow,
     StepLotRow,
     StepRow,
+    delete_in,
     insert_rows,
     select_in,
 )
@@ -165,7 +166,10 @@ def _replace(session: Session, model: Any, key: Any, rows: list[dict[str, Any]])
     """Insert ``rows`` (attribute names as keys), replacing rows with the same primary key."""
     if not rows:
         return
-    session.execute(delete(model).where(key.in_([row[key.key] for row in rows])))
+    connection = session.connection()
+    keys = [row[key.key] for row in rows]
+    for start in range(0, len(keys), _MAX_IN):
+        delete_in(connection, model, key.key, keys[start : start + _MAX_IN])
     insert_rows(session, model, rows)
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "ShipmentRow",
     "StepLotRow",
     "StepRow",
+    "delete_in",
     "driver_rows",
     "in_query",
     "insert_rows",
@@ -180,6 +181,19 @@ def _select_prefix(model: type[Base], key: str, dialect: Dialect) -> tuple[str, 
         f"SELECT {columns} FROM {quote(model.__tablename__)} WHERE {where}",  # noqa: S608 - names from the schema
         tuple(attr.key for attr in attrs),
     )
+
+
+def delete_in(connection: Connection, model: type[Base], key: str, values: Sequence[Any]) -> None:
+    """Delete the rows of ``model`` whose attribute ``key`` is one of ``values`` (at most a
+    few hundred), as one statement in the driver's SQL: a block's state rows are replaced
+    this way (SQLAlchemy's ORM ``delete`` cost more than the rows' I/O)."""
+    if not values:
+        return
+    quote = connection.dialect.identifier_preparer.quote
+    column = model.__mapper__.column_attrs[key].columns[0].name
+    prefix = f"DELETE FROM {quote(model.__tablename__)} WHERE {quote(column)}"  # noqa: S608 - names from the schema
+    sql = in_query(prefix, connection.dialect.paramstyle, len(values))
+    connection.exec_driver_sql(sql, tuple(values))
 
 
 def select_in(
