@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any, Protocol
@@ -941,7 +941,12 @@ def check_event_time(envelope: Envelope, block_time: _dt.datetime) -> None:
         )
 
 
-def apply_event(view: StateView, envelope: Envelope, ctx: EventContext) -> Effects:
+def apply_event(
+    view: StateView,
+    envelope: Envelope,
+    ctx: EventContext,
+    checked_payloads: MutableMapping[str, dict[str, Any]] | None = None,
+) -> Effects:
     """Check ``envelope`` against the state and return what it changes.
 
     What an event changes depends on the state before it and its log index, never on the
@@ -951,6 +956,9 @@ def apply_event(view: StateView, envelope: Envelope, ctx: EventContext) -> Effec
         view: the state before the event (including earlier events of the same block).
         envelope: an envelope whose signatures were verified.
         ctx: the event's network, log index and block time.
+        checked_payloads: payloads that passed their type's schema, by event id, to look in
+            and add to. The schema check reads the payload alone, and the event id is the
+            hash of the body, so an answer found there is this event's.
 
     Raises:
         RuleViolation: naming the rule and this event.
@@ -964,7 +972,11 @@ def apply_event(view: StateView, envelope: Envelope, ctx: EventContext) -> Effec
         schema = SCHEMAS.get(kind)
         if schema is None:
             raise _violation("event.type", f"unknown event type {kind!r}")
-        payload = _fields(envelope.payload, "payload", *schema)
+        payload = None if checked_payloads is None else checked_payloads.get(envelope.event_id)
+        if payload is None:
+            payload = _fields(envelope.payload, "payload", *schema)
+            if checked_payloads is not None:
+                checked_payloads[envelope.event_id] = payload
         earlier = view.event_index(envelope.event_id)
         if earlier is not None:
             raise _violation("event.duplicate", f"the event is already in the log at {earlier}")
@@ -1008,9 +1020,17 @@ class StateMachine:
         genesis: the network's genesis document (network id, governance threshold).
         state: where the state lives; a new :class:`MemoryState` holding the genesis keys when
             omitted. A given state must already hold them (see :func:`genesis_effects`).
+        checked_payloads: see :func:`apply_event` (a validator checks an event up to three
+            times: when it admits it, in a block, and when its mempool is rebuilt).
     """
 
-    def __init__(self, genesis: GenesisDocument, state: MutableState | None = None) -> None:
+    def __init__(
+        self,
+        genesis: GenesisDocument,
+        state: MutableState | None = None,
+        checked_payloads: MutableMapping[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self._checked_payloads = checked_payloads
         self._network = genesis.network
         self._threshold = genesis.governance_threshold
         if state is None:
@@ -1040,6 +1060,7 @@ class StateMachine:
         Raises:
             RuleViolation: the event is refused; the state is unchanged.
         """
-        effects = apply_event(self.state, envelope, self.context(index, block_time))
+        context = self.context(index, block_time)
+        effects = apply_event(self.state, envelope, context, self._checked_payloads)
         self.state.apply(effects)
         return effects

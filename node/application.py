@@ -51,6 +51,8 @@ __all__ = [
 _MAX_VERIFIED_CACHE = 200_000
 _MAX_OVERLAY_SLACK = 20_000
 """Committed events whose effects the mempool's overlay may keep before it is rebuilt."""
+_MAX_PAYLOAD_CACHE = 20_000
+"""Checked payloads kept (about a kilobyte each): twice a full mempool of client events."""
 _SignedEvent = tuple[str, tuple[EventSignature, ...]]
 """An event id with the signatures it carried: what a verified signature check is keyed by
 (the id covers the body only, so another copy of an event may carry other signatures)."""
@@ -172,6 +174,9 @@ class LedgerApplication:
         """Pending events by their first signature (hex): see :meth:`held`."""
         self._overlay = Overlay(ledger.state)
         self._verified: set[_SignedEvent] = set()
+        self._payloads: dict[str, dict[str, Any]] = {}
+        """Payloads that passed their schema, by event id (see ``ledger.rules.apply_event``),
+        kept while their events are pending, like :attr:`_verified`."""
         self._validated: tuple[str, str, Effects] | None = None
 
     # --- the mempool ---------------------------------------------------------------------
@@ -227,7 +232,7 @@ class LedgerApplication:
         if admission is not None:
             return admission
         self._check_signatures(envelope, self._overlay)
-        machine = StateMachine(self._genesis, self._overlay)
+        machine = StateMachine(self._genesis, self._overlay, self._payloads)
         effects = machine.apply(envelope, self.ledger.log.size + len(self._pending), self._now())
         self._hold(envelope, effects)
         return Admission(envelope.event_id, "pending")
@@ -247,7 +252,7 @@ class LedgerApplication:
         """
         self.ledger.prefetch(envelopes)
         trial = Overlay(self._overlay)
-        machine = StateMachine(self._genesis, trial)
+        machine = StateMachine(self._genesis, trial, self._payloads)
         index = self.ledger.log.size + len(self._pending)
         moment = self._now()
         admissions: list[Admission] = []
@@ -343,7 +348,7 @@ class LedgerApplication:
         """Up to ``max_block_events`` pending events that are valid in a block of this time,
         checked anew in order after the committed state, and their effects."""
         overlay = Overlay(self.ledger.state)
-        machine = StateMachine(self._genesis, overlay)
+        machine = StateMachine(self._genesis, overlay, self._payloads)
         index = self.ledger.log.size
         chosen: list[Envelope] = []
         for envelope in list(self._pending.values()):
@@ -403,7 +408,7 @@ class LedgerApplication:
         if effects is None:
             self.ledger.prefetch(block.events)
             overlay = Overlay(self.ledger.state)
-            machine = StateMachine(self._genesis, overlay)
+            machine = StateMachine(self._genesis, overlay, self._payloads)
             for index, envelope in enumerate(block.events, start=head.tree_size):
                 self._check_signatures(envelope, overlay)
                 machine.apply(envelope, index, block_time)
@@ -477,8 +482,11 @@ class LedgerApplication:
                 self._pending_effects.pop(envelope.event_id, None)
                 self._by_signature.pop(held.sigs[0].sig.hex(), None)
             self._verified.discard((envelope.event_id, envelope.sigs))
+            self._payloads.pop(envelope.event_id, None)
         if len(self._verified) > _MAX_VERIFIED_CACHE:  # proposals that never committed
             self._verified.clear()
+        if len(self._payloads) > _MAX_PAYLOAD_CACHE:  # events refused after their schema
+            self._payloads.clear()
         if leading != [(e.event_id, e.sigs) for e in block.events] or self._overlay_outgrown():
             self._readmit()
         return effects

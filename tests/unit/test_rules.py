@@ -2490,6 +2490,29 @@ def test_refused(world: World, make: Make, rule: str, detail: str) -> None:
     refuse(world, envelope, rule, detail)
 
 
+@pytest.mark.parametrize(("make", "rule", "detail"), REFUSALS)
+def test_refused_alike_when_checked_payloads_are_remembered(
+    world: World, make: Make, rule: str, detail: str
+) -> None:
+    # A validator remembers payloads that passed their schema (``checked_payloads``) and
+    # checks an event again in a block: it is refused for the same rule every time.
+    envelope = make(world)
+    world.machine = StateMachine(world.genesis, world.memory, checked_payloads={})
+    for _ in range(2):
+        refuse(world, envelope, rule, detail)
+
+
+def test_remembered_payloads_give_the_state_a_fresh_check_gives(world: World) -> None:
+    checked: dict[str, dict[str, Any]] = {}
+    for _ in range(2):  # the second pass finds every payload remembered
+        again = World(world.genesis)
+        again.machine = StateMachine(again.genesis, again.memory, checked_payloads=checked)
+        for envelope in world.applied:
+            again.apply(envelope)
+        assert again.digest() == world.digest()
+    assert set(checked) == {envelope.event_id for envelope in world.applied}
+
+
 def _documented_rules() -> set[str]:
     doc = ledger.rules.__doc__
     assert doc is not None
