@@ -31,11 +31,13 @@ from ledger.blocks import (
 from ledger.encoding import format_time, parse_time
 from ledger.errors import ChainError, ConsensusError, LedgerError, RuleViolation
 from ledger.events import Envelope, EventSignature
+from ledger.keys import SignatureJob, verify_jobs
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.rules import (
     StateMachine,
     check_event_time,
     genesis_effects,
+    signer_keys,
     verify_event_signatures,
 )
 from ledger.state import Effects, MemoryState, Overlay, StateView
@@ -56,6 +58,15 @@ _MAX_PAYLOAD_CACHE = 20_000
 _SignedEvent = tuple[str, tuple[EventSignature, ...]]
 """An event id with the signatures it carried: what a verified signature check is keyed by
 (the id covers the body only, so another copy of an event may carry other signatures)."""
+SignedEventJobs = tuple[_SignedEvent, list[SignatureJob]]
+"""An event's signature checks, named as a verified check is kept."""
+
+
+def verified(jobs: Sequence[SignedEventJobs]) -> list[_SignedEvent]:
+    """The events all of whose signatures verify (pure: runs on any thread)."""
+    return [signed for signed, checks in jobs if all(verify_jobs(checks))]
+
+
 MAX_BLOCK_TIME_AHEAD = _dt.timedelta(minutes=5)
 """How far a proposed block's time may be ahead of a validator's own clock."""
 
@@ -304,6 +315,32 @@ class LedgerApplication:
         if signed not in self._verified:
             verify_event_signatures(view, envelope)
             self._verified.add(signed)
+
+    def signature_jobs(self, envelopes: Sequence[Envelope]) -> list[SignedEventJobs]:
+        """The signature checks of those of ``envelopes`` not verified yet whose signers the
+        committed state knows, to run ahead on another thread (:func:`verified`) while this
+        one applies earlier blocks; their answers go to :meth:`take_verified`.
+
+        A key id is the hash of its public key, so a signature that verifies with the key a
+        state gives for that id verifies in any state; the rules still check, when the event
+        is applied, that its key is registered and unrevoked then.
+        """
+        jobs: list[SignedEventJobs] = []
+        state = self.ledger.state
+        for envelope in envelopes:
+            signed = (envelope.event_id, envelope.sigs)
+            if signed in self._verified:
+                continue
+            try:
+                records = signer_keys(state, envelope)
+            except RuleViolation:  # a key of a block not applied yet: checked in-line then
+                continue
+            jobs.append((signed, envelope.signature_jobs([r.public_key for r in records])))
+        return jobs
+
+    def take_verified(self, signed: Sequence[_SignedEvent]) -> None:
+        """Record signatures checked ahead (see :meth:`signature_jobs`)."""
+        self._verified.update(signed)
 
     def _now(self) -> _dt.datetime:
         moment = self._clock().astimezone(_dt.UTC)

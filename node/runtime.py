@@ -22,9 +22,11 @@ import contextlib
 import datetime as _dt
 import json
 import logging
+import multiprocessing
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +61,7 @@ from ledger.keys import key_id, public_key_bytes
 from ledger.merkle import CompactRange
 from ledger.rules import named_ids
 from ledger.state import Effects, StateView
-from node.application import LedgerApplication
+from node.application import LedgerApplication, verified
 from node.consensus import (
     Action,
     Broadcast,
@@ -183,6 +185,16 @@ def _signed_to_json(state: SignedState) -> tuple[dict[str, Any], dict[str, Block
         "valid_votes": [v.to_json() for v in state.valid_votes],
     }
     return value, blocks
+
+
+def _drop(task: asyncio.Task[Any]) -> None:
+    """Cancel a task no longer wanted, or take its exception if it already failed (asyncio
+    logs one never taken)."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()
+    else:
+        task.cancel()
 
 
 def _signed_blocks_json(blocks: dict[str, Block]) -> bytes:
@@ -621,29 +633,98 @@ class LedgerNode:
             self._catch_up_task = asyncio.create_task(self._catch_up(), name="catch-up")
 
     async def _catch_up(self) -> None:
-        """Fetch certified blocks from peers, checking every certificate and event."""
-        for link in sorted(self._links.values(), key=lambda peer: -peer.height):
+        """Fetch certified blocks from peers, checking every certificate and event.
+
+        The next batch is asked for while this one is checked, so that the peer reads and
+        sends it meanwhile, and the node yields between blocks, so that it arrives (and
+        consensus messages are handled) while the node checks and stores blocks. A node more
+        than a batch behind checks event signatures ahead in a worker process (see
+        :meth:`_adopt_lines`), started for this catch-up and stopped after it.
+        """
+        links = sorted(self._links.values(), key=lambda peer: -peer.height)
+        behind = max((link.height for link in links), default=0) - self.ledger.head.height
+        verifier = (
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            if behind > _CATCH_UP_BATCH
+            else None
+        )
+        try:
+            for link in links:
+                await self._catch_up_from(link, verifier)
+        finally:
+            if verifier is not None:
+                verifier.shutdown(wait=False, cancel_futures=True)
+
+    async def _catch_up_from(self, link: _PeerLink, verifier: Executor | None) -> None:
+        """Adopt the blocks one peer holds beyond our head, until it serves a bad one."""
+        ahead: tuple[int, asyncio.Task[bytes]] | None = None
+        try:
             while link.height > self.ledger.head.height:
-                head = self.ledger.head.height
-                query = urllib.parse.urlencode({"from": max(head, 1), "to": head + _CATCH_UP_BATCH})
+                start = max(self.ledger.head.height, 1)
+                if ahead is None or ahead[0] != start:
+                    if ahead is not None:
+                        _drop(ahead[1])
+                    ahead = start, asyncio.create_task(self._export(link, start))
                 try:
-                    export = await self._peer_request("GET", f"{link.peer.url}/v1/export?{query}")
+                    export = await ahead[1]
                 except _PEER_ERRORS:
                     break
-                adopted = 0
-                for line in export.splitlines()[1:]:
-                    try:
-                        block = parse_block(line)
-                    except LedgerError as e:
-                        log.warning("refused a block from a peer: %s", e)
-                        break
-                    if self._settle(block):
-                        continue
-                    if not self._adopt(block):
-                        break
-                    adopted += 1
-                if not adopted:
+                lines = export.splitlines()[1:]
+                following = start + len(lines) - 1  # our head once all of them are in
+                ahead = None
+                if len(lines) > 1 and following < link.height:
+                    ahead = following, asyncio.create_task(self._export(link, following))
+                if not await self._adopt_lines(lines, verifier):
                     break
+        finally:
+            if ahead is not None:
+                _drop(ahead[1])
+
+    async def _export(self, link: _PeerLink, start: int) -> bytes:
+        """Blocks ``start`` to ``start + _CATCH_UP_BATCH`` from a peer's export."""
+        query = urllib.parse.urlencode({"from": start, "to": start + _CATCH_UP_BATCH})
+        return await self._peer_request("GET", f"{link.peer.url}/v1/export?{query}")
+
+    async def _adopt_lines(self, lines: list[bytes], verifier: Executor | None = None) -> bool:
+        """Settle our head and adopt the blocks after it. False if one was refused (the peer
+        is not asked again this time) or none was new.
+
+        With a ``verifier``, the event signatures of each block are checked there, ahead,
+        while this process applies and stores the blocks before it. A worker thread would
+        not do: between two verifications it waits for the GIL, which the node's own work
+        holds (measured: no faster than checking in-line).
+        """
+        blocks: list[Block] = []
+        for line in lines:
+            try:
+                blocks.append(parse_block(line))
+            except LedgerError as e:
+                log.warning("refused a block from a peer: %s", e)
+                break
+        loop = asyncio.get_running_loop()
+        checks = (
+            [
+                loop.run_in_executor(verifier, verified, self.app.signature_jobs(b.events))
+                for b in blocks
+            ]
+            if verifier is not None
+            else []
+        )
+        try:
+            adopted = 0
+            for position, block in enumerate(blocks):
+                if self._settle(block) or block.header.height <= self.ledger.head.height:
+                    continue
+                if checks:
+                    self.app.take_verified(await checks[position])
+                if not self._adopt(block):
+                    return False
+                adopted += 1
+                await asyncio.sleep(0)  # the next batch arrives, peers' messages are handled
+            return adopted > 0 and len(blocks) == len(lines)
+        finally:
+            for check in checks:
+                check.cancel()
 
     def _settle(self, block: Block) -> bool:
         """Our head as a peer ahead of us holds it: take its certificate (settled by the next

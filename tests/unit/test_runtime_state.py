@@ -5,20 +5,24 @@ a bound."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from ledger.blocks import Block, proposal_bytes, sign_vote
+from ledger.blocks import Block, export_lines, proposal_bytes, sign_vote
 from ledger.encoding import canonical
-from ledger.events import Envelope
+from ledger.events import Envelope, EventSignature
 from ledger.keys import PROPOSAL_PREFIX, public_key_bytes, sign
+from ledger.merkle import CompactRange, leaf_hash
 from node.consensus import Proposal, SignedState, Vote, block_wire
 from node.runtime import (
+    _CATCH_UP_BATCH,
     DEFAULT_MAX_PENDING,
     LedgerNode,
     MempoolFullError,
+    Peer,
     _signed_blocks_json,
     _signed_from_json,
     _signed_to_json,
@@ -136,4 +140,90 @@ def test_finished_catch_ups_are_not_kept(tmp_path: Path) -> None:
         await node.stop()
 
     asyncio.run(scenario())
+    node.store.close()
+
+
+FOUR = sample_network(4)
+CHAIN = list(FOUR.chain(150, 2))
+
+
+def _catching_up(tmp_path: Path) -> LedgerNode:
+    """Validator 1 with an empty database, and a peer 150 blocks ahead."""
+    store = Store.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    store.initialize(FOUR.genesis)
+    peer = Peer("node-2", "http://127.0.0.1:9", FOUR.genesis.validators[1].key_id)
+    node = LedgerNode(FOUR.genesis, store, FOUR.validator_keys[0], "node-1", [peer])
+    node._links[peer.key_id].height = len(CHAIN) - 1
+    return node
+
+
+def _serve(node: LedgerNode, log: list[tuple[str, int]], chain: list[Block]) -> None:
+    """Answer the node's export requests from ``chain``, logging each request with the node's
+    head at that moment."""
+
+    async def export(_link: object, start: int) -> bytes:
+        log.append(("asked", start))
+        await asyncio.sleep(0.01)
+        blocks = chain[start : start + 1 + _CATCH_UP_BATCH]
+        return b"".join(export_lines(FOUR.genesis, blocks))
+
+    node._export = export  # type: ignore[method-assign]
+    original = node._adopt
+
+    def adopt(block: Block) -> bool:
+        log.append(("adopted", block.header.height))
+        return original(block)
+
+    node._adopt = adopt  # type: ignore[method-assign]
+
+
+def test_catch_up_asks_for_the_next_batch_while_it_checks_this_one(tmp_path: Path) -> None:
+    node = _catching_up(tmp_path)
+    log: list[tuple[str, int]] = []
+    _serve(node, log, CHAIN)
+    asyncio.run(node._catch_up())
+    assert node.ledger.head.block_hash == CHAIN[-1].header.block_hash
+    asks = [start for what, start in log if what == "asked"]
+    assert asks == [1, 65, 129]
+    # The second batch was asked for while the first one's blocks were being adopted.
+    assert log.index(("asked", 65)) < log.index(("adopted", 2))
+    assert [h for what, h in log if what == "adopted"] == list(range(1, len(CHAIN)))
+    node.store.close()
+
+
+def test_catch_up_stops_at_a_bad_block_and_asks_again_where_it_stopped(tmp_path: Path) -> None:
+    node = _catching_up(tmp_path)
+    log: list[tuple[str, int]] = []
+    bad = list(CHAIN)
+    bad[30] = Block(CHAIN[30].header, CHAIN[30].events, CHAIN[29].commit)  # wrong certificate
+    _serve(node, log, bad)
+    asyncio.run(node._catch_up())
+    assert node.ledger.head.height == 29
+    assert [start for what, start in log if what == "asked"] == [1, 65]  # not asked again
+    _serve(node, log, CHAIN)  # the peer mends its ways
+    log.clear()
+    asyncio.run(node._catch_up())
+    assert [start for what, start in log if what == "asked"] == [29, 93]
+    assert node.ledger.head.block_hash == CHAIN[-1].header.block_hash
+    node.store.close()
+
+
+def test_a_certified_block_with_a_forged_event_signature_is_refused(tmp_path: Path) -> None:
+    # A quorum certified it (validators that did not check), and the node checks event
+    # signatures ahead in a worker process (from its second batch on: the first one's
+    # signers are registered in it): the forged one is caught all the same.
+    log = CompactRange()
+    for block in CHAIN[:100]:
+        for envelope in block.events:
+            log.append(leaf_hash(envelope.leaf))
+    honest = CHAIN[100]
+    first = honest.events[0]
+    signature = first.sigs[0]
+    flipped = EventSignature(signature.key, signature.sig[:-1] + bytes([signature.sig[-1] ^ 1]))
+    forged_events = [dataclasses.replace(first, sigs=(flipped,)), *honest.events[1:]]
+    forged = FOUR.commit(CHAIN[99].header, log, forged_events, honest.header.time)
+    node = _catching_up(tmp_path)
+    _serve(node, [], [*CHAIN[:100], forged, *CHAIN[101:]])
+    asyncio.run(node._catch_up())
+    assert node.ledger.head.height == 99
     node.store.close()
