@@ -18,7 +18,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ledger.blocks import (
     Block,
@@ -55,6 +55,23 @@ _MAX_OVERLAY_SLACK = 20_000
 """Committed events whose effects the mempool's overlay may keep before it is rebuilt."""
 _MAX_PAYLOAD_CACHE = 20_000
 """Checked payloads kept (about a kilobyte each): twice a full mempool of client events."""
+
+_V = TypeVar("_V")
+
+
+class _Recent(OrderedDict[str, _V]):
+    """A map that forgets its oldest entries beyond ``limit`` (insertion order)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._limit = limit
+
+    def __setitem__(self, key: str, value: _V) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self._limit:
+            self.popitem(last=False)
+
+
 _SignedEvent = tuple[str, tuple[EventSignature, ...]]
 """An event id with the signatures it carried: what a verified signature check is keyed by
 (the id covers the body only, so another copy of an event may carry other signatures)."""
@@ -185,9 +202,10 @@ class LedgerApplication:
         """Pending events by their first signature (hex): see :meth:`held`."""
         self._overlay = Overlay(ledger.state)
         self._verified: set[_SignedEvent] = set()
-        self._payloads: dict[str, dict[str, Any]] = {}
+        self._payloads: _Recent[dict[str, Any]] = _Recent(_MAX_PAYLOAD_CACHE)
         """Payloads that passed their schema, by event id (see ``ledger.rules.apply_event``),
-        kept while their events are pending, like :attr:`_verified`."""
+        dropped when their events commit; an event refused by a later rule leaves its payload
+        until the oldest are forgotten."""
         self._validated: tuple[str, str, Effects] | None = None
 
     # --- the mempool ---------------------------------------------------------------------
@@ -522,8 +540,6 @@ class LedgerApplication:
             self._payloads.pop(envelope.event_id, None)
         if len(self._verified) > _MAX_VERIFIED_CACHE:  # proposals that never committed
             self._verified.clear()
-        if len(self._payloads) > _MAX_PAYLOAD_CACHE:  # events refused after their schema
-            self._payloads.clear()
         if leading != [(e.event_id, e.sigs) for e in block.events] or self._overlay_outgrown():
             self._readmit()
         return effects

@@ -26,7 +26,7 @@ import multiprocessing
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from prometheus_client import Histogram
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from yarl import URL
 
 from ledger.blocks import (
     Block,
@@ -107,7 +108,9 @@ _EVENT_BATCH = 256
 """The most events in one request to a peer: a peer handles a request whole, so a consensus
 message arriving meanwhile waits for at most this many events' checks. 64 cut that wait but
 cost a sixth of the network's throughput in requests (D34)."""
-_PEER_TIMEOUT = aiohttp.ClientTimeout(total=10.0, connect=2.0)
+_PEER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=10.0)
+"""Two seconds to connect, then ten for each read: an export of many large blocks may take
+longer than that in all, and a batch asked for ahead waits while the node checks another."""
 _STATUS_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 _PEER_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 """What a request to a peer raises when the peer is unreachable, slow or answers an error."""
@@ -187,9 +190,9 @@ def _signed_to_json(state: SignedState) -> tuple[dict[str, Any], dict[str, Block
     return value, blocks
 
 
-def _drop(task: asyncio.Task[Any]) -> None:
-    """Cancel a task no longer wanted, or take its exception if it already failed (asyncio
-    logs one never taken)."""
+def _drop(task: asyncio.Future[Any]) -> None:
+    """Cancel a task or future no longer wanted, or take its exception if it already failed
+    (asyncio logs one never taken)."""
     if task.done():
         if not task.cancelled():
             task.exception()
@@ -508,13 +511,12 @@ class LedgerNode:
 
     # --- peers ---------------------------------------------------------------------------
 
-    def _signed_headers(self, method: str, url: str, body: bytes = b"") -> dict[str, str]:
-        """The headers of a request to a peer: its RFC 9421 signature by the validator key, and
-        the body's type."""
-        parts = urllib.parse.urlsplit(url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
+    def _signed_headers(self, method: str, url: URL, body: bytes = b"") -> dict[str, str]:
+        """The headers of a request to a peer: its RFC 9421 signature by the validator key
+        (over the path and query as aiohttp sends them: ``url.raw_path_qs``), and the body's
+        type."""
         created = int(self._wall_clock().timestamp())
-        headers = sign_request(method, target, body, self._key, self.node_id, created)
+        headers = sign_request(method, url.raw_path_qs, body, self._key, self.node_id, created)
         if body:
             headers["content-type"] = "application/json"
         return headers
@@ -538,11 +540,12 @@ class LedgerNode:
                 status (:data:`_PEER_ERRORS`).
         """
         assert self._client is not None
+        target = URL(url)
         async with self._client.request(
             method,
-            url,
+            target,
             data=body or None,
-            headers=self._signed_headers(method, url, body),
+            headers=self._signed_headers(method, target, body),
             timeout=timeout,
         ) as response:
             response.raise_for_status()
@@ -656,22 +659,25 @@ class LedgerNode:
                 verifier.shutdown(wait=False, cancel_futures=True)
 
     async def _catch_up_from(self, link: _PeerLink, verifier: Executor | None) -> None:
-        """Adopt the blocks one peer holds beyond our head, until it serves a bad one."""
+        """Adopt the blocks one peer holds beyond our head, until it serves a bad one or
+        cannot be reached (a batch asked for ahead that failed is asked for again, once)."""
         ahead: tuple[int, asyncio.Task[bytes]] | None = None
         try:
             while link.height > self.ledger.head.height:
                 start = max(self.ledger.head.height, 1)
-                if ahead is None or ahead[0] != start:
-                    if ahead is not None:
-                        _drop(ahead[1])
-                    ahead = start, asyncio.create_task(self._export(link, start))
+                asked_ahead = ahead is not None and ahead[0] == start
+                if ahead is not None and not asked_ahead:
+                    _drop(ahead[1])
+                task = ahead[1] if ahead is not None and asked_ahead else None
+                ahead = None
                 try:
-                    export = await ahead[1]
+                    export = await (task or self._export(link, start))
                 except _PEER_ERRORS:
-                    break
+                    if not asked_ahead:
+                        break
+                    continue  # asked ahead, maybe too long ago: ask again now
                 lines = export.splitlines()[1:]
                 following = start + len(lines) - 1  # our head once all of them are in
-                ahead = None
                 if len(lines) > 1 and following < link.height:
                     ahead = following, asyncio.create_task(self._export(link, following))
                 if not await self._adopt_lines(lines, verifier):
@@ -690,9 +696,10 @@ class LedgerNode:
         is not asked again this time) or none was new.
 
         With a ``verifier``, the event signatures of each block are checked there, ahead,
-        while this process applies and stores the blocks before it. A worker thread would
-        not do: between two verifications it waits for the GIL, which the node's own work
-        holds (measured: no faster than checking in-line).
+        while this process applies and stores the blocks before it; if the verifier fails,
+        they are checked in-line, as without one. A worker thread would not do: between two
+        verifications it waits for the GIL, which the node's own work holds (measured: no
+        faster than checking in-line).
         """
         blocks: list[Block] = []
         for line in lines:
@@ -701,22 +708,21 @@ class LedgerNode:
             except LedgerError as e:
                 log.warning("refused a block from a peer: %s", e)
                 break
-        loop = asyncio.get_running_loop()
-        checks = (
-            [
-                loop.run_in_executor(verifier, verified, self.app.signature_jobs(b.events))
-                for b in blocks
-            ]
-            if verifier is not None
-            else []
-        )
+        checks = self._check_ahead(blocks, verifier)
+        ahead = bool(checks)
         try:
             adopted = 0
             for position, block in enumerate(blocks):
                 if self._settle(block) or block.header.height <= self.ledger.head.height:
                     continue
-                if checks:
-                    self.app.take_verified(await checks[position])
+                if ahead:
+                    try:
+                        self.app.take_verified(await checks[position])
+                    except Exception as e:  # the worker process failed: check in-line
+                        log.warning("signature checks ahead failed, checking in-line: %r", e)
+                        ahead = False
+                    if block.header.height <= self.ledger.head.height:
+                        continue  # consensus committed it meanwhile
                 if not self._adopt(block):
                     return False
                 adopted += 1
@@ -724,7 +730,27 @@ class LedgerNode:
             return adopted > 0 and len(blocks) == len(lines)
         finally:
             for check in checks:
-                check.cancel()
+                _drop(check)
+
+    def _check_ahead(
+        self, blocks: list[Block], verifier: Executor | None
+    ) -> list[asyncio.Future[list[Any]]]:
+        """Each block's event signatures sent to ``verifier`` (none if there is none, or if it
+        takes no more work: it failed)."""
+        if verifier is None:
+            return []
+        loop = asyncio.get_running_loop()
+        checks: list[asyncio.Future[list[Any]]] = []
+        try:
+            for block in blocks:
+                jobs = self.app.signature_jobs(block.events)
+                checks.append(loop.run_in_executor(verifier, verified, jobs))
+        except (BrokenExecutor, RuntimeError) as e:  # a dead or shut-down worker
+            log.warning("cannot check signatures ahead, checking in-line: %r", e)
+            for check in checks:
+                _drop(check)
+            return []
+        return checks
 
     def _settle(self, block: Block) -> bool:
         """Our head as a peer ahead of us holds it: take its certificate (settled by the next

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from ledger.blocks import Block, proposal_bytes, sign_vote
 from ledger.encoding import format_time, parse_time
@@ -128,7 +129,7 @@ class ByzantineNode(LedgerNode):
             await asyncio.sleep(GARBAGE_EVERY)
             self._garbage_round += 1
             for link in self._links.values():
-                url = f"{link.peer.url}/v1/peer/inbox"
+                url = URL(f"{link.peer.url}/v1/peer/inbox")
                 for body in self._garbage():
                     headers = self._signed_headers("POST", url, body)
                     assert self._client is not None

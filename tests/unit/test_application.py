@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -102,7 +103,9 @@ def test_a_proposal_takes_the_events_the_validator_holds() -> None:
         lambda wire: wire.update(sigs="not a list"),
     ],
 )
-def test_a_held_event_is_taken_only_for_its_wire_form(change: Callable[[dict], None]) -> None:
+def test_a_held_event_is_taken_only_for_its_wire_form(
+    change: Callable[[dict[str, Any]], None],
+) -> None:
     world, app = _setup()
     event = _org(world, "koperasi-a")
     app.submit(event)
@@ -303,3 +306,15 @@ def test_a_proposer_leaves_out_an_event_dated_after_its_block() -> None:
     _commit(app, block)
     assert app.ledger.state.event_index(after.event_id) == 1  # checked at its own index
     assert app.ledger.state.event_index(late.event_id) is None
+
+
+def test_payloads_of_refused_events_are_not_kept_without_bound() -> None:
+    # Each copy passes the schema, so its payload is remembered, then org.exists refuses it;
+    # no block commits to drop them: the oldest are forgotten beyond the limit.
+    world, app = _setup()
+    app.submit(_org(world, "koperasi-a"))
+    app._payloads._limit = 3
+    for _ in range(5):
+        with pytest.raises(RuleViolation):
+            app.submit(_org(world, "koperasi-a"))
+    assert len(app._payloads) == 3

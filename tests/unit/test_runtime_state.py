@@ -7,8 +7,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from ledger.blocks import Block, export_lines, proposal_bytes, sign_vote
@@ -226,4 +230,47 @@ def test_a_certified_block_with_a_forged_event_signature_is_refused(tmp_path: Pa
     _serve(node, [], [*CHAIN[:100], forged, *CHAIN[101:]])
     asyncio.run(node._catch_up())
     assert node.ledger.head.height == 99
+    node.store.close()
+
+
+class _FailingVerifier(Executor):
+    """A worker pool whose every job fails (a worker process that died)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_exception(BrokenProcessPool("the worker died"))
+        return future
+
+
+@pytest.mark.parametrize("verifier", ["failing", "shut down"])
+def test_catch_up_checks_in_line_when_the_verifier_fails(tmp_path: Path, verifier: str) -> None:
+    node = _catching_up(tmp_path)
+    pool: Executor = _FailingVerifier()
+    if verifier == "shut down":
+        pool = ThreadPoolExecutor(1)
+        pool.shutdown()
+    lines = list(export_lines(FOUR.genesis, CHAIN[: 1 + _CATCH_UP_BATCH]))[1:]
+    assert asyncio.run(node._adopt_lines(lines, pool))
+    assert node.ledger.head.block_hash == CHAIN[_CATCH_UP_BATCH].header.block_hash
+    node.store.close()
+
+
+def test_a_batch_asked_for_ahead_that_failed_is_asked_for_again(tmp_path: Path) -> None:
+    node = _catching_up(tmp_path)
+    log: list[tuple[str, int]] = []
+    _serve(node, log, CHAIN)
+    serve = node._export
+    failed: list[int] = []
+
+    async def flaky(link: object, start: int) -> bytes:
+        if start == 1 + _CATCH_UP_BATCH and not failed:
+            failed.append(start)
+            raise aiohttp.ClientConnectionError("the peer went away for a moment")
+        return await serve(link, start)  # type: ignore[misc]
+
+    node._export = flaky  # type: ignore[method-assign]
+    asyncio.run(node._catch_up())
+    assert failed == [65]
+    assert [start for what, start in log if what == "asked"] == [1, 65, 129]
+    assert node.ledger.head.block_hash == CHAIN[-1].header.block_hash
     node.store.close()
