@@ -665,15 +665,17 @@ class LedgerNode:
         try:
             while link.height > self.ledger.head.height:
                 start = max(self.ledger.head.height, 1)
-                asked_ahead = ahead is not None and ahead[0] == start
-                if ahead is not None and not asked_ahead:
-                    _drop(ahead[1])
-                task = ahead[1] if ahead is not None and asked_ahead else None
-                ahead = None
+                asked: asyncio.Task[bytes] | None = None
+                if ahead is not None:
+                    if ahead[0] == start:
+                        asked = ahead[1]
+                    else:
+                        _drop(ahead[1])
+                    ahead = None
                 try:
-                    export = await (task or self._export(link, start))
+                    export = await (asked or self._export(link, start))
                 except _PEER_ERRORS:
-                    if not asked_ahead:
+                    if asked is None:
                         break
                     continue  # asked ahead, maybe too long ago: ask again now
                 lines = export.splitlines()[1:]
