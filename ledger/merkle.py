@@ -223,15 +223,17 @@ def range_nodes(start: int, end: int) -> list[tuple[int, int]]:
     Raises:
         ProofError: if ``start`` is negative or ``end < start``.
     """
-    _check_non_negative(start=start)
+    if start < 0:  # not _check_non_negative: proofs call this once per element
+        raise ProofError(f"start must not be negative, got {start}")
     if end < start:
         raise ProofError(f"range end {end} is before its start {start}")
     nodes: list[tuple[int, int]] = []
     while start < end:
         level = (end - start).bit_length() - 1
-        if start:
-            # A node must also be aligned: its size must divide its first leaf index.
-            level = min(level, (start & -start).bit_length() - 1)
+        # A node must also be aligned: its size must divide its first leaf index.
+        aligned = (start & -start).bit_length() - 1
+        if 0 <= aligned < level:
+            level = aligned
         nodes.append((level, start >> level))
         start += 1 << level
     return nodes

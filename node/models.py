@@ -6,7 +6,8 @@ Tables:
   * ``events``: one row per log entry: its global index, id, block and Merkle leaf bytes
     (``JCS(envelope)`` with sorted signatures, from which the envelope is rebuilt);
   * ``merkle_nodes``: the hash of every perfect subtree of the log, keyed by
-    :func:`node_key` ``(level, index)``, so any proof costs O(log n) reads;
+    :func:`node_key` ``(level, index)``, so any proof costs O(log n) reads, most of them
+    from a node's copy of the upper tree;
   * ``orgs``, ``members``, ``keys``, ``plots``, ``lots``, ``shipments``, ``lot_edges``,
     ``lot_steps``, ``lot_step_lots``: the supply-chain state derived from the log
     (``ledger.state``), written in the same transaction as the block that changed it.
@@ -38,6 +39,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from ledger.errors import StorageError
 
 __all__ = [
+    "BLOCK_LEVELS",
+    "UPPER_KEYS",
     "Base",
     "BlockRow",
     "CheckpointRow",
@@ -59,6 +62,7 @@ __all__ = [
     "in_query",
     "insert_rows",
     "node_key",
+    "node_of_key",
     "select_in",
 ]
 
@@ -73,9 +77,36 @@ _CLUSTERED = {"sqlite_with_rowid": False}
 live in the primary key's B-tree (``WITHOUT ROWID``; migration 0005)."""
 
 
+BLOCK_LEVELS = 6
+"""Merkle nodes below this level lie inside one aligned block of ``2**6`` leaves and are stored
+with it; the ones from this level up are the upper tree, about one byte per leaf in all."""
+
+UPPER_KEYS = 1 << 62
+"""The first key of the upper tree's nodes (the block nodes' keys are all below it)."""
+
+_INDEX_BITS = 50
+
+
 def node_key(level: int, index: int) -> int:
-    """The primary key of Merkle node ``(level, index)``: ``index << 6 | level``."""
-    return (index << _LEVEL_BITS) | level
+    """The primary key of Merkle node ``(level, index)`` (migration 0006).
+
+    * below :data:`BLOCK_LEVELS`: ``(index << level) << 6 | level``, the node's first leaf and
+      its level, so the nodes of one block of 64 leaves are neighbours and the part of a proof
+      inside the block is read from one or two pages;
+    * from :data:`BLOCK_LEVELS` up: ``UPPER_KEYS | level << 50 | index``, the upper tree level
+      by level in a key range of its own, which a store reads whole when it opens.
+    """
+    if level < BLOCK_LEVELS:
+        return (index << level << _LEVEL_BITS) | level
+    return UPPER_KEYS | (level << _INDEX_BITS) | index
+
+
+def node_of_key(key: int) -> tuple[int, int]:
+    """The ``(level, index)`` of the Merkle node stored under ``key`` (see :func:`node_key`)."""
+    if key >= UPPER_KEYS:
+        return (key >> _INDEX_BITS) & ((1 << _LEVEL_BITS) - 1), key & ((1 << _INDEX_BITS) - 1)
+    level = key & ((1 << _LEVEL_BITS) - 1)
+    return level, key >> _LEVEL_BITS >> level
 
 
 @cache

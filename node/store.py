@@ -3,7 +3,9 @@
 :class:`Store` appends a committed block, its events, its certificate and the Merkle nodes the
 block completes in **one** database transaction: after a crash (``kill -9`` included) the
 database holds either the whole block or none of it. Proofs for any tree size are built from
-stored perfect-subtree hashes with a single query of O(log n) keys.
+stored perfect-subtree hashes. A store holds the upper tree (the nodes from level 6 up, about a
+byte per leaf) in memory, so a proof reads at most one query: the few nodes inside the leaf's
+block of 64 leaves, stored side by side (:func:`node.models.node_key`).
 
 SQLite (WAL, ``synchronous=FULL``) is the default; PostgreSQL is used through a
 ``postgresql+psycopg://`` URL. The schema is created by the Alembic migrations in
@@ -22,7 +24,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -54,6 +56,8 @@ from ledger.rules import genesis_effects
 from ledger.state import Effects
 from node.ledger_state import write_effects
 from node.models import (
+    BLOCK_LEVELS,
+    UPPER_KEYS,
     BlockRow,
     EventRow,
     MerkleNodeRow,
@@ -62,6 +66,7 @@ from node.models import (
     in_query,
     insert_rows,
     node_key,
+    node_of_key,
 )
 
 __all__ = [
@@ -75,7 +80,7 @@ __all__ = [
 ]
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0005_sqlite_keys"
+SCHEMA_REVISION = "0006_merkle_blocks"
 """The newest migration, Alembic's head (a test keeps the two equal). A database already at
 it is opened without importing Alembic, which would stay in a node's memory (about 10 MB)."""
 _BLOCK_READ_CHUNK = 256
@@ -83,6 +88,8 @@ _INTEGRITY_ROWS = 4096
 """Rows fetched at a time by the integrity walk (it streams: memory does not grow with the log)."""
 _KEYS_PER_QUERY = 900
 """Keys per ``IN`` list (under SQLite's oldest limit of 999 bound parameters)."""
+_FOLDED_RANGES = 4096
+"""Folded ranges a store keeps; all of them are forgotten at once when the map is full."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +202,8 @@ class Store:
         self._genesis: GenesisDocument | None = None
         self._head: Head | None = None
         self._log = CompactRange()
+        self._upper = _UpperTree()
+        self._folded: dict[tuple[int, int], bytes] = {}
 
     @classmethod
     def open(cls, url: str, *, verify: bool = False) -> Store:
@@ -252,13 +261,15 @@ class Store:
                 self._head = _head_of(header)
                 peaks_keys = [node_key(lvl, idx) for lvl, idx in range_nodes(0, header.tree_size)]
                 found = _node_hashes(session, peaks_keys)
+                upper = _UpperTree.read(session.connection(), header.tree_size)
         except SQLAlchemyError as e:
             raise StorageError(f"cannot read the database: {e}") from e
         except LedgerError as e:
             raise StorageError(f"the database holds invalid data: {e}") from e
-        if len(found) != len(peaks_keys):
+        if len(found) != len(peaks_keys) or upper is None:
             raise StorageError("the Merkle log in the database is incomplete")
         self._log = CompactRange.from_peaks(header.tree_size, [found[k] for k in peaks_keys])
+        self._upper = upper
         if self._log.root().hex() != header.tree_root:
             raise StorageError(
                 f"the stored Merkle log does not match block {header.height}'s tree_root"
@@ -434,7 +445,7 @@ class Store:
         self._check_size(size)
         if size == 0:
             return EMPTY_ROOT
-        return fold_range(self._read_nodes([range_nodes(0, size)])[0])
+        return self._range_roots([(0, size)])[0]
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves.
@@ -443,7 +454,7 @@ class Store:
             ProofError: ``index >= size``, or ``size`` beyond the log.
         """
         self._check_size(size)
-        return self._proof(inclusion_ranges(index, size))
+        return self._range_roots(inclusion_ranges(index, size))
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """The consistency proof from tree size ``size1`` to ``size2``.
@@ -452,7 +463,7 @@ class Store:
             ProofError: impossible sizes (``size1 == 0``, ``size1 > size2``, beyond the log).
         """
         self._check_size(size2)
-        return self._proof(consistency_ranges(size1, size2))
+        return self._range_roots(consistency_ranges(size1, size2))
 
     def inclusion(self, index: int, size: int) -> tuple[list[bytes], bytes, bytes]:
         """The inclusion proof of leaf ``index`` in the tree of ``size``, the leaf hash and
@@ -463,9 +474,8 @@ class Store:
         """
         self._check_size(size)
         ranges = inclusion_ranges(index, size)
-        groups = [range_nodes(start, end) for start, end in ranges]
-        read = self._read_nodes([*groups, [(0, index)], range_nodes(0, size)])
-        return [fold_range(hashes) for hashes in read[:-2]], read[-2][0], fold_range(read[-1])
+        *proof, leaf, root = self._range_roots([*ranges, (index, index + 1), (0, size)])
+        return proof, leaf, root
 
     def consistency(self, size1: int, size2: int) -> tuple[list[bytes], bytes, bytes]:
         """The consistency proof from ``size1`` to ``size2`` and both roots (one query).
@@ -474,10 +484,9 @@ class Store:
             ProofError: impossible sizes (``size1 == 0``, ``size1 > size2``, beyond the log).
         """
         self._check_size(size2)
-        groups = [range_nodes(start, end) for start, end in consistency_ranges(size1, size2)]
-        read = self._read_nodes([*groups, range_nodes(0, size1), range_nodes(0, size2)])
-        proof = [fold_range(hashes) for hashes in read[:-2]]
-        return proof, fold_range(read[-2]), fold_range(read[-1])
+        ranges = consistency_ranges(size1, size2)
+        *proof, root1, root2 = self._range_roots([*ranges, (0, size1), (0, size2)])
+        return proof, root1, root2
 
     def leaf_hash(self, index: int) -> bytes:
         """The leaf hash at ``index``.
@@ -488,28 +497,57 @@ class Store:
         if index < 0:  # -1 would pass the size check and read node key -64
             raise ProofError(f"leaf index {index} is negative")
         self._check_size(index + 1)
-        return self._read_nodes([[(0, index)]])[0][0]
+        return self._range_roots([(index, index + 1)])[0]
 
     def _check_size(self, size: int) -> None:
         if size < 0 or size > self._log.size:
             raise ProofError(f"tree size {size} is beyond the log's {self._log.size} entries")
 
-    def _proof(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        groups = [range_nodes(start, end) for start, end in ranges]
-        return [fold_range(hashes) for hashes in self._read_nodes(groups)]
+    def _range_roots(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The MTH of each ``[start, end)`` leaf range (each meets :func:`fold_range`'s
+        precondition), in one read. A range of more than one node (the tree's right edge, a
+        root) is kept once folded: its leaves never change."""
+        folded = self._folded
+        known = [folded.get(bounds) for bounds in ranges]
+        groups = [
+            () if root else range_nodes(*bounds) for bounds, root in zip(ranges, known, strict=True)
+        ]
+        roots = []
+        for bounds, root, group, hashes in zip(
+            ranges, known, groups, self._read_nodes(groups), strict=True
+        ):
+            if root is None and len(group) > 1:
+                if len(folded) >= _FOLDED_RANGES:
+                    folded.clear()
+                root = folded[bounds] = fold_range(hashes)
+            roots.append(root or (hashes[0] if hashes else EMPTY_ROOT))
+        return roots
 
     def _read_nodes(self, groups: Sequence[Sequence[tuple[int, int]]]) -> list[list[bytes]]:
-        keys = {node_key(level, index) for group in groups for level, index in group}
-        if not keys:
-            return [[] for _ in groups]
-        try:
-            with self._engine.connect() as connection:
-                found = _node_hashes(connection, keys)
-        except SQLAlchemyError as e:
-            raise StorageError(f"cannot read Merkle nodes: {e}") from e
-        if len(found) != len(keys):
-            raise StorageError("the stored Merkle log is missing nodes")
-        return [[found[node_key(level, index)] for level, index in group] for group in groups]
+        """The hashes of ``groups`` of nodes: the upper tree's from memory, the others read
+        in one query (for a proof, from the one or two pages of the leaf's block)."""
+        nodes = [node for group in groups for node in group]
+        found = self._upper.hashes(nodes)
+        keys = [
+            None if digest else node_key(level, index)
+            for (level, index), digest in zip(nodes, found, strict=True)
+        ]
+        wanted = {key for key in keys if key is not None}
+        if wanted:
+            try:
+                with self._engine.connect() as connection:
+                    stored = _node_hashes(connection, wanted)
+            except SQLAlchemyError as e:
+                raise StorageError(f"cannot read Merkle nodes: {e}") from e
+            if len(stored) != len(wanted):
+                raise StorageError("the stored Merkle log is missing nodes")
+            found = [digest or stored[key] for key, digest in zip(keys, found, strict=True)]  # type: ignore[index]
+        complete = cast(list[bytes], found)
+        hashes, at = [], 0
+        for group in groups:
+            hashes.append(complete[at : at + len(group)])
+            at += len(group)
+        return hashes
 
     # --- the append ------------------------------------------------------------------------
 
@@ -539,6 +577,7 @@ class Store:
         first_index = log.size
         events: list[dict[str, Any]] = []
         nodes: list[dict[str, Any]] = []
+        upper: list[tuple[int, int, bytes]] = []
         for envelope in block.events:
             leaf = envelope.leaf
             events.append(
@@ -549,10 +588,10 @@ class Store:
                     "leaf": leaf,
                 }
             )
-            nodes.extend(
-                {"key": node_key(level, index), "hash": digest}
-                for level, index, digest in log.append(leaf_hash(leaf))
-            )
+            for level, index, digest in log.append(leaf_hash(leaf)):
+                nodes.append({"key": node_key(level, index), "hash": digest})
+                if level >= BLOCK_LEVELS:
+                    upper.append((level, index, digest))
         if header.tree_size != log.size or header.tree_root != log.root().hex():
             raise ChainError(
                 "tree_size/tree_root do not match the log with this block's events",
@@ -580,6 +619,8 @@ class Store:
         except SQLAlchemyError as e:
             raise StorageError(f"cannot append block {header.height}: {e}") from e
         self._log = log
+        for level, index, digest in upper:
+            self._upper.add(level, index, digest)
         self._head = _head_of(header)
         return self._head
 
@@ -782,14 +823,69 @@ class _IntegrityWalk:
             stored = _node_hashes(self._connection, [key for key, *_ in chunk])
             for key, digest, height, index in chunk:
                 if stored.get(key) != digest:
+                    level, position = node_of_key(key)
                     self._fail(
-                        f"the Merkle log's node (level {key % 64}, index {key // 64}) completed "
+                        f"the Merkle log's node (level {level}, index {position}) completed "
                         "by this event is "
                         + ("missing" if key not in stored else "not the hash of the events"),
                         height=height,
                         index=index,
                     )
         self._nodes.clear()
+
+
+class _UpperTree:
+    """The log's Merkle nodes from :data:`~node.models.BLOCK_LEVELS` up, in memory: a
+    ``bytearray`` of 32-byte hashes per level, about one byte per leaf in all.
+
+    A stored node never changes, so a node held here is the stored one. A level only grows
+    at its end, after the block that completed the node is committed.
+    """
+
+    __slots__ = ("_levels",)
+
+    def __init__(self) -> None:
+        self._levels: list[bytearray] = []
+
+    @classmethod
+    def read(cls, connection: Connection, size: int) -> _UpperTree | None:
+        """The upper tree of a log of ``size`` leaves from the database (one range scan);
+        None when the stored nodes are not exactly that tree's."""
+        tree = cls()
+        rows = connection.exec_driver_sql(
+            f'SELECT "key", hash FROM merkle_nodes WHERE "key" >= {UPPER_KEYS} ORDER BY "key"'  # noqa: S608
+        )
+        for key, digest in rows:
+            level, index = node_of_key(key)
+            if not tree._extends(level, index):
+                return None
+            tree._levels[level - BLOCK_LEVELS] += digest
+        expected = [size >> level for level in range(BLOCK_LEVELS, size.bit_length())]
+        return tree if [len(nodes) // 32 for nodes in tree._levels] == expected else None
+
+    def hashes(self, nodes: Iterable[tuple[int, int]]) -> list[bytes | None]:
+        """The hashes of ``(level, index)`` nodes, None for each one not in the upper tree."""
+        levels, top = self._levels, len(self._levels)
+        found: list[bytes | None] = []
+        for level, index in nodes:
+            row = level - BLOCK_LEVELS
+            digest = levels[row][index * 32 : index * 32 + 32] if 0 <= row < top else None
+            found.append(bytes(digest) if digest else None)
+        return found
+
+    def add(self, level: int, index: int, digest: bytes) -> None:
+        """Keep node ``(level, index)`` (at or above ``BLOCK_LEVELS``), the next of its level."""
+        if not self._extends(level, index):
+            raise StorageError(f"Merkle node ({level}, {index}) is not the next of its level")
+        self._levels[level - BLOCK_LEVELS] += digest
+
+    def _extends(self, level: int, index: int) -> bool:
+        """Whether ``(level, index)`` is the next node of the upper tree's level (which is
+        made if it is the next level)."""
+        row = level - BLOCK_LEVELS
+        if row == len(self._levels) and index == 0:
+            self._levels.append(bytearray())
+        return 0 <= row < len(self._levels) and len(self._levels[row]) == index * 32
 
 
 def _node_hashes(session: Session | Connection, keys: Iterable[int]) -> dict[int, bytes]:

@@ -28,6 +28,7 @@ from ledger.encoding import format_time
 from ledger.errors import ProofError
 from ledger.events import Envelope
 from ledger.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion
+from node.models import BLOCK_LEVELS, UPPER_KEYS, node_key, node_of_key
 from node.store import Store
 from rantai.samplechain import SampleNetwork, sample_network
 from tests.merkle_reference import ref_mth, ref_path, ref_proof
@@ -176,3 +177,31 @@ def check_consistency(
         position = data.draw(st.integers(0, len(proof) - 1), label="position")
         broken = [*proof[:position], flip(proof[position], bit), *proof[position + 1 :]]
         assert fails_consistency(size1, size2, broken, root1, root2)
+
+
+# --------------------------------------------------------------------------------------------
+# Where the nodes are stored
+
+_NODES = st.one_of(
+    st.integers(0, BLOCK_LEVELS - 1).flatmap(
+        lambda level: st.tuples(st.just(level), st.integers(0, (1 << (56 - level)) - 1))
+    ),
+    st.tuples(st.integers(BLOCK_LEVELS, 63), st.integers(0, (1 << 50) - 1)),
+)
+
+
+@given(_NODES, _NODES)
+@settings(max_examples=500)
+def test_node_keys_keep_a_block_together_and_the_upper_tree_in_order(
+    a: tuple[int, int], b: tuple[int, int]
+) -> None:
+    key_a, key_b = node_key(*a), node_key(*b)
+    assert node_of_key(key_a) == a
+    assert (key_a == key_b) == (a == b)
+    assert 0 <= key_a < 1 << 63  # a signed 64-bit integer on every backend
+    level, index = a
+    if level < BLOCK_LEVELS:
+        block = (index << level) >> BLOCK_LEVELS  # the block of 64 leaves it lies in
+        assert block << 12 <= key_a < (block + 1) << 12 <= UPPER_KEYS
+    elif b[0] >= BLOCK_LEVELS:
+        assert (key_a < key_b) == (a < b)  # level by level, then by index

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select
 
 import node
 from ledger.errors import StorageError
-from node.models import Base
+from node.models import Base, node_key
 from node.store import SCHEMA_REVISION, Store, create_store_engine, migrate
 from rantai.samplechain import sample_network
 from tests._paths import REPO
@@ -104,6 +104,37 @@ def test_sqlite_keys_migrate_both_ways_keeping_every_row(database_url: str) -> N
         assert _row_counts(store.engine) == counts
         assert store.head() == head
         assert store.check_integrity().fault is None
+    finally:
+        store.close()
+
+
+def _node_keys(engine: Engine) -> dict[int, bytes]:
+    with engine.connect() as connection:
+        return dict(connection.exec_driver_sql('SELECT "key", hash FROM merkle_nodes').all())
+
+
+def test_merkle_node_keys_migrate_both_ways(database_url: str) -> None:
+    """Migration 0006 moves every Merkle node to its block's or the upper tree's key and back,
+    its hash unchanged, on SQLite and PostgreSQL."""
+    net = sample_network()
+    store = Store.open(database_url)
+    store.initialize(net.genesis)
+    for block in list(net.chain(5, 40))[1:]:  # 200 leaves: levels 0 to 7
+        store.append_block(block)
+    size = store.head().tree_size
+    nodes = [(level, index) for level in range(size.bit_length()) for index in range(size >> level)]
+    new = _node_keys(store.engine)
+    assert sorted(new) == sorted(node_key(level, index) for level, index in nodes)
+    proofs = [store.inclusion_proof(index, size) for index in range(size)]
+    _downgrade(store.engine, "0005_sqlite_keys")
+    old = _node_keys(store.engine)
+    assert old == {index << 6 | level: new[node_key(level, index)] for level, index in nodes}
+    store.close()
+    store = Store.open(database_url)
+    try:
+        assert _node_keys(store.engine) == new
+        assert store.check_integrity().fault is None
+        assert [store.inclusion_proof(index, size) for index in range(size)] == proofs
     finally:
         store.close()
 

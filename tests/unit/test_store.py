@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,15 @@ from ledger.blocks import Block, genesis_header
 from ledger.encoding import canonical, format_time
 from ledger.errors import ChainError, ProofError, StorageError
 from ledger.events import Envelope
-from node.models import BlockRow, EventRow, MerkleNodeRow, MetaRow
+from node.models import (
+    BLOCK_LEVELS,
+    UPPER_KEYS,
+    BlockRow,
+    EventRow,
+    MerkleNodeRow,
+    MetaRow,
+    node_key,
+)
 from node.store import Head, Store
 from rantai.samplechain import SampleNetwork, sample_network
 from tests._paths import REPO
@@ -540,6 +548,10 @@ class SimulatedCrashError(Exception):
     """Raised from ``_before_commit`` in place of a crash."""
 
 
+def _crash(self: Store, session: Session) -> None:
+    raise SimulatedCrashError("power cut")
+
+
 @pytest.mark.parametrize(
     ("raised", "expected"),
     [
@@ -787,33 +799,114 @@ def test_a_connection_lost_in_a_hot_read_is_not_handed_out_again(
     assert store.inclusion_proof(0, n) == proof
 
 
-def test_proofs_read_one_query_of_logarithmically_many_keys(
+def _proof_reads(
+    store: Store, make_proof: Callable[[], list[bytes]]
+) -> tuple[list[bytes], list[int]]:
+    """A proof and the Merkle node keys it read: at most one query, never the upper tree's
+    (a store holds it in memory), never the events."""
+    with StatementLog(store.engine) as log:
+        proof = make_proof()
+    for statement, _ in log.statements:
+        assert "merkle_nodes" in statement
+        assert "events" not in statement  # a proof never needs the leaves
+    assert len(log.statements) <= 1
+    keys = [key for _, parameters in log.statements for key in parameters]
+    assert all(key < UPPER_KEYS for key in keys)
+    return proof, keys
+
+
+def _check_proof_reads(store: Store, hashes: list[bytes], sizes: Iterable[int]) -> None:
+    """Every proof for trees of ``sizes`` is RFC 9162's and reads logarithmically many keys;
+    an inclusion proof only the leaf's block of 64 and the tree's last, incomplete one."""
+
+    def reads(make_proof: Callable[[], list[bytes]]) -> tuple[list[bytes], list[int]]:
+        return _proof_reads(store, make_proof)
+
+    for size in sizes:
+        last_block = size >> BLOCK_LEVELS << BLOCK_LEVELS
+        for index in range(size):
+            proof, keys = reads(lambda index=index, size=size: store.inclusion_proof(index, size))
+            assert proof == merkle.inclusion_proof(hashes, index, size)
+            assert len(keys) <= log_bound(size), (index, size, keys)
+            block = index >> BLOCK_LEVELS << BLOCK_LEVELS
+            assert all(
+                block << 6 <= key < (block + 64) << 6 or key >= last_block << 6 for key in keys
+            ), (index, size, keys)
+        for size1 in range(1, size):
+            proof, keys = reads(lambda m=size1, size=size: store.consistency_proof(m, size))
+            assert proof == merkle.consistency_proof(hashes, size1, size)
+            assert len(keys) <= log_bound(size), (size1, size, keys)
+
+
+def test_proofs_beyond_one_block_read_only_the_leafs_block(tmp_path: Path) -> None:
+    net = sample_network()
+    store = Store.open(f"sqlite:///{tmp_path / 'node.db'}")
+    blocks = list(net.chain(9, 32))
+    store.initialize(net.genesis)
+    for block in blocks[1:]:
+        store.append_block(block)
+    hashes = [merkle.leaf_hash(e.leaf) for b in blocks for e in b.events]
+    assert len(hashes) > 2 << BLOCK_LEVELS  # the upper tree has two levels
+    try:
+        _check_proof_reads(store, hashes, (64, 65, 127, 128, 129, 200, len(hashes)))
+        store.close()
+        store = Store.open(f"sqlite:///{tmp_path / 'node.db'}")  # the upper tree read back
+        _check_proof_reads(store, hashes, (len(hashes),))
+    finally:
+        store.close()
+
+
+def test_a_refused_block_leaves_no_node_in_the_upper_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = sample_network()
+    blocks = list(net.chain(3, 32))  # block 2 completes node (6, 0), the first upper one
+    store = Store.open(f"sqlite:///{tmp_path / 'node.db'}")
+    store.initialize(net.genesis)
+    store.append_block(blocks[1])
+    hashes = [merkle.leaf_hash(e.leaf) for b in blocks for e in b.events]
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(Store, "_before_commit", _crash)
+            with pytest.raises(SimulatedCrashError):
+                store.append_block(blocks[2])
+        for block in blocks[2:]:
+            store.append_block(block)  # would be refused had (6, 0) been kept
+        _check_proof_reads(store, hashes, (64, len(hashes)))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        f'DELETE FROM merkle_nodes WHERE "key" = {node_key(6, 1)}',
+        f"INSERT INTO merkle_nodes VALUES ({node_key(7, 1)}, zeroblob(32))",
+    ],
+    ids=["node-missing", "node-beyond-the-log"],
+)
+def test_a_store_whose_upper_tree_is_not_the_logs_is_refused(tmp_path: Path, damage: str) -> None:
+    net = sample_network()
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    store = Store.open(url)
+    store.initialize(net.genesis)
+    for block in list(net.chain(4, 40))[1:]:  # 160 leaves: nodes (6, 0), (6, 1), (7, 0)
+        store.append_block(block)
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(damage)
+    store.close()
+    with pytest.raises(StorageError, match="Merkle log in the database is incomplete"):
+        Store.open(url)
+
+
+def test_proofs_read_at_most_one_query_of_logarithmically_many_keys(
     open_store: Callable[[], Store],
 ) -> None:
     _, blocks = sample_chain()
     store = filled(open_store(), up_to=len(blocks) - 1)
     hashes = chain_leaf_hashes()
     total = len(hashes)
-
-    def reads(make_proof: Callable[[], list[bytes]]) -> tuple[list[bytes], list[int]]:
-        with StatementLog(store.engine) as log:
-            proof = make_proof()
-        for statement, _ in log.statements:
-            assert "merkle_nodes" in statement
-            assert "events" not in statement  # a proof never needs the leaves
-        return proof, [len(parameters) for _, parameters in log.statements]
-
-    for size in (2, 16, 33, 48, total):
-        for index in range(size):
-            proof, keys = reads(lambda index=index, size=size: store.inclusion_proof(index, size))
-            assert proof == merkle.inclusion_proof(hashes, index, size)
-            assert len(keys) == 1, (index, size)
-            assert keys[0] <= log_bound(size), (index, size, keys)
-        for size1 in range(1, size):
-            proof, keys = reads(lambda m=size1, size=size: store.consistency_proof(m, size))
-            assert proof == merkle.consistency_proof(hashes, size1, size)
-            assert len(keys) == 1, (size1, size)
-            assert keys[0] <= log_bound(size), (size1, size, keys)
+    _check_proof_reads(store, hashes, (2, 16, 33, 48, total))
     # A one-leaf tree and equal sizes need no hashes, and read nothing.
-    assert reads(lambda: store.inclusion_proof(0, 1)) == ([], [])
-    assert reads(lambda: store.consistency_proof(total, total)) == ([], [])
+    assert _proof_reads(store, lambda: store.inclusion_proof(0, 1)) == ([], [])
+    assert _proof_reads(store, lambda: store.consistency_proof(total, total)) == ([], [])
