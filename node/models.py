@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, cast
 
@@ -25,6 +25,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     Dialect,
+    Engine,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -35,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import PoolProxiedConnection
 
 from ledger.errors import StorageError
 
@@ -147,26 +149,43 @@ def insert_rows(session: Session, model: type[Base], rows: Sequence[dict[str, An
         )
 
 
-def driver_rows(connection: Connection, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
+def driver_rows(source: Connection | Engine, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
     """The rows of a query in the driver's own SQL, straight from a driver cursor.
 
     For the hot reads of a few dozen rows (proofs, an event's place in the log): SQLAlchemy's
     result rows cost more than the lookups (a proof from a million-event log took a third less
-    time without them). A driver error is raised as SQLAlchemy's :class:`DBAPIError`, as
-    ``exec_driver_sql`` would, and a lost database connection is invalidated, so that the
-    pool does not hand it out again.
+    time without them). Given an engine rather than a connection, the query runs on a driver
+    connection checked out of the engine's pool for it alone, without SQLAlchemy's
+    :class:`Connection` around it (10 µs less, of the 80 µs a proof takes). A driver error is
+    raised as SQLAlchemy's :class:`DBAPIError`, as ``exec_driver_sql`` would, and a lost
+    database connection is invalidated, so that the pool does not hand it out again.
     """
-    dialect = connection.dialect
+    if isinstance(source, Engine):
+        pooled = source.raw_connection()
+        try:
+            return _cursor_rows(source.dialect, pooled, pooled.invalidate, sql, parameters)
+        finally:
+            pooled.close()
+    return _cursor_rows(source.dialect, source.connection, source.invalidate, sql, parameters)
+
+
+def _cursor_rows(
+    dialect: Dialect,
+    pooled: PoolProxiedConnection,
+    invalidate: Callable[[BaseException], None],
+    sql: str,
+    parameters: tuple[Any, ...],
+) -> list[Any]:
     driver_error = dialect.loaded_dbapi.Error
     cursor = None
     try:
-        cursor = connection.connection.cursor()
+        cursor = pooled.cursor()
         cursor.execute(sql, parameters)
         return list(cursor.fetchall())
     except driver_error as e:
-        lost = dialect.is_disconnect(e, connection.connection.dbapi_connection, cursor)
+        lost = dialect.is_disconnect(e, pooled.dbapi_connection, cursor)
         if lost:
-            connection.invalidate(e)
+            invalidate(e)
         raise DBAPIError.instance(
             sql, parameters, e, driver_error, connection_invalidated=lost, dialect=dialect
         ) from e

@@ -535,8 +535,7 @@ class Store:
         wanted = {key for key in keys if key is not None}
         if wanted:
             try:
-                with self._engine.connect() as connection:
-                    stored = _node_hashes(connection, wanted)
+                stored = _node_hashes(self._engine, wanted)
             except SQLAlchemyError as e:
                 raise StorageError(f"cannot read Merkle nodes: {e}") from e
             if len(stored) != len(wanted):
@@ -888,7 +887,7 @@ class _UpperTree:
         return 0 <= row < len(self._levels) and len(self._levels[row]) == index * 32
 
 
-def _node_hashes(session: Session | Connection, keys: Iterable[int]) -> dict[int, bytes]:
+def _node_hashes(session: Session | Connection | Engine, keys: Iterable[int]) -> dict[int, bytes]:
     """Merkle node hashes by key, in one query (see :func:`~node.models.in_query`) of at most
     :data:`_KEYS_PER_QUERY` keys."""
     wanted = tuple(keys)
