@@ -828,6 +828,7 @@ def _check_proof_reads(store: Store, hashes: list[bytes], sizes: Iterable[int]) 
             proof, keys = reads(lambda index=index, size=size: store.inclusion_proof(index, size))
             assert proof == merkle.inclusion_proof(hashes, index, size)
             assert len(keys) <= log_bound(size), (index, size, keys)
+            assert keys or index ^ 1 >= size, (index, size)  # the leaf's sibling is read
             block = index >> BLOCK_LEVELS << BLOCK_LEVELS
             assert all(
                 block << 6 <= key < (block + 64) << 6 or key >= last_block << 6 for key in keys
