@@ -65,6 +65,10 @@ class KeyRing:
         self._keys: dict[str, bytes] = {key_id(k): k for k in governance_admins}
         self._revoked: set[str] = set()
 
+    def public_key(self, identifier: str) -> bytes | None:
+        """The registered, unrevoked public key with this key id, if any."""
+        return self._keys.get(identifier)
+
     def signer_keys(self, envelope: Envelope) -> list[bytes]:
         """The public key of each signer of ``envelope``.
 

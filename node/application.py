@@ -18,7 +18,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from ledger.blocks import (
     Block,
@@ -31,13 +31,13 @@ from ledger.blocks import (
 from ledger.encoding import format_time, parse_time
 from ledger.errors import ChainError, ConsensusError, LedgerError, RuleViolation
 from ledger.events import Envelope, EventSignature
+from ledger.keyring import KeyRing
 from ledger.keys import SignatureJob, verify_jobs
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.rules import (
     StateMachine,
     check_event_time,
     genesis_effects,
-    signer_keys,
     verify_event_signatures,
 )
 from ledger.state import Effects, MemoryState, Overlay, StateView
@@ -77,6 +77,13 @@ _SignedEvent = tuple[str, tuple[EventSignature, ...]]
 (the id covers the body only, so another copy of an event may carry other signatures)."""
 SignedEventJobs = tuple[_SignedEvent, list[SignatureJob]]
 """An event's signature checks, named as a verified check is kept."""
+
+
+def _public_key(state: StateView, announced: KeyRing, identifier: str) -> bytes | None:
+    """The public key of key id ``identifier`` in ``state`` (revoked or not), or else among
+    the ``announced`` keys; None if neither knows it."""
+    record = state.key(identifier)
+    return record.public_key if record is not None else announced.public_key(identifier)
 
 
 def verified(jobs: Sequence[SignedEventJobs]) -> list[_SignedEvent]:
@@ -334,27 +341,33 @@ class LedgerApplication:
             verify_event_signatures(view, envelope)
             self._verified.add(signed)
 
-    def signature_jobs(self, envelopes: Sequence[Envelope]) -> list[SignedEventJobs]:
-        """The signature checks of those of ``envelopes`` not verified yet whose signers the
-        committed state knows, to run ahead on another thread (:func:`verified`) while this
-        one applies earlier blocks; their answers go to :meth:`take_verified`.
+    def signature_jobs(self, blocks: Sequence[Block]) -> list[list[SignedEventJobs]]:
+        """For each of ``blocks``, the signature checks of its events not verified yet, to run
+        ahead in another process (:func:`verified`) while this one applies the blocks before
+        them; their answers go to :meth:`take_verified`.
 
-        A key id is the hash of its public key, so a signature that verifies with the key a
-        state gives for that id verifies in any state; the rules still check, when the event
-        is applied, that its key is registered and unrevoked then.
+        A signer's key is the committed state's, or else the one an event earlier in
+        ``blocks`` registers (a new member's first events often follow in the same batch).
+        A key id is the hash of its public key, so a signature that verifies with a key of
+        that id verifies whatever state the event is applied in; the rules still check, when
+        it is applied, that its key is registered and unrevoked then. An event with a signer
+        known neither way is checked in-line then.
         """
-        jobs: list[SignedEventJobs] = []
         state = self.ledger.state
-        for envelope in envelopes:
-            signed = (envelope.event_id, envelope.sigs)
-            if signed in self._verified:
-                continue
-            try:
-                records = signer_keys(state, envelope)
-            except RuleViolation:  # a key of a block not applied yet: checked in-line then
-                continue
-            jobs.append((signed, envelope.signature_jobs([r.public_key for r in records])))
-        return jobs
+        announced = KeyRing(())
+        found: list[list[SignedEventJobs]] = []
+        for block in blocks:
+            jobs: list[SignedEventJobs] = []
+            for envelope in block.events:
+                signed = (envelope.event_id, envelope.sigs)
+                if signed not in self._verified:
+                    keys = [_public_key(state, announced, s.key) for s in envelope.sigs]
+                    if None not in keys:
+                        jobs.append((signed, envelope.signature_jobs(cast(list[bytes], keys))))
+                with contextlib.suppress(LedgerError):  # the rules refuse it when it is applied
+                    announced.apply(envelope, 0, _dt.datetime.min)
+            found.append(jobs)
+        return found
 
     def take_verified(self, signed: Sequence[_SignedEvent]) -> None:
         """Record signatures checked ahead (see :meth:`signature_jobs`)."""

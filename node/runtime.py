@@ -744,8 +744,7 @@ class LedgerNode:
         loop = asyncio.get_running_loop()
         checks: list[asyncio.Future[list[Any]]] = []
         try:
-            for block in blocks:
-                jobs = self.app.signature_jobs(block.events)
+            for jobs in self.app.signature_jobs(blocks):
                 checks.append(loop.run_in_executor(verifier, verified, jobs))
         except (BrokenExecutor, RuntimeError) as e:  # a dead or shut-down worker
             log.warning("cannot check signatures ahead, checking in-line: %r", e)

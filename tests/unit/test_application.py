@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from ledger.blocks import Block, CommitCertificate
+from ledger.blocks import Block, CommitCertificate, genesis_header
 from ledger.encoding import canonical
 from ledger.errors import ChainError, RuleViolation, SignatureError
 from ledger.events import Envelope, EventSignature
-from node.application import LedgerApplication, MemoryLedger
+from node.application import LedgerApplication, MemoryLedger, verified
 from node.consensus import Proposal, parse_message
 from tests.builders import BLOCK_TIME, GOVERNANCE, World, public_key_hex
 
@@ -318,3 +318,43 @@ def test_payloads_of_refused_events_are_not_kept_without_bound() -> None:
         with pytest.raises(RuleViolation):
             app.submit(_org(world, "koperasi-a"))
     assert len(app._payloads) == 3
+
+
+def test_signatures_are_checked_ahead_with_keys_registered_earlier_in_the_batch() -> None:
+    # A catching-up node checks a batch's signatures in another process before it applies
+    # the blocks: a signer may be registered by an event of an earlier block of the batch.
+    world, app = _setup()
+    org = _org(world, "koperasi-a")
+    member = {
+        "member_id": "koperasi-a/ani",
+        "role": "producer",
+        "public_keys": [public_key_hex("koperasi-a/ani")],
+        "profile_hash": "0" * 64,
+    }
+    by_admin = world.envelope("member.register", member, ["koperasi-a/admin-1"])
+    harvest = {
+        "lot_id": "LOT-1",
+        "commodity": "coffee",
+        "quantity": "10",
+        "uom": "kg",
+        "producer": "koperasi-a/ani",
+        "harvested_on": "2026-11-20",
+    }
+    by_member = world.envelope("lot.create", harvest, ["koperasi-a/ani"])
+    forged = _forged(
+        world.envelope("lot.create", harvest | {"lot_id": "LOT-2"}, ["koperasi-a/ani"])
+    )
+    by_stranger = world.envelope("lot.create", harvest, ["koperasi-b/admin-1"])
+    header = genesis_header(world.genesis)  # signature_jobs reads the events only
+    blocks = [
+        Block(header, (org,), None),
+        Block(header, (by_admin, by_member, forged, by_stranger), None),
+    ]
+    jobs = app.signature_jobs(blocks)
+    assert [[signed for signed, _ in block] for block in jobs] == [
+        [(e.event_id, e.sigs) for e in events] for events in ([org], [by_admin, by_member, forged])
+    ]
+    checked = verified([job for block in jobs for job in block])
+    assert checked == [(e.event_id, e.sigs) for e in (org, by_admin, by_member)]
+    app.take_verified(checked)
+    assert app.signature_jobs(blocks) == [[], [jobs[1][2]]]  # verified ones are not asked again

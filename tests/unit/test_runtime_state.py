@@ -212,24 +212,27 @@ def test_catch_up_stops_at_a_bad_block_and_asks_again_where_it_stopped(tmp_path:
     node.store.close()
 
 
-def test_a_certified_block_with_a_forged_event_signature_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("height", [10, 100], ids=["first-batch", "later-batch"])
+def test_a_certified_block_with_a_forged_event_signature_is_refused(
+    tmp_path: Path, height: int
+) -> None:
     # A quorum certified it (validators that did not check), and the node checks event
-    # signatures ahead in a worker process (from its second batch on: the first one's
-    # signers are registered in it): the forged one is caught all the same.
+    # signatures ahead in a worker process, in the first batch with the producer's key that
+    # block 1 of the batch registers: the forged one is caught all the same.
     log = CompactRange()
-    for block in CHAIN[:100]:
+    for block in CHAIN[:height]:
         for envelope in block.events:
             log.append(leaf_hash(envelope.leaf))
-    honest = CHAIN[100]
+    honest = CHAIN[height]
     first = honest.events[0]
     signature = first.sigs[0]
     flipped = EventSignature(signature.key, signature.sig[:-1] + bytes([signature.sig[-1] ^ 1]))
     forged_events = [dataclasses.replace(first, sigs=(flipped,)), *honest.events[1:]]
-    forged = FOUR.commit(CHAIN[99].header, log, forged_events, honest.header.time)
+    forged = FOUR.commit(CHAIN[height - 1].header, log, forged_events, honest.header.time)
     node = _catching_up(tmp_path)
-    _serve(node, [], [*CHAIN[:100], forged, *CHAIN[101:]])
+    _serve(node, [], [*CHAIN[:height], forged, *CHAIN[height + 1 :]])
     asyncio.run(node._catch_up())
-    assert node.ledger.head.height == 99
+    assert node.ledger.head.height == height - 1
     node.store.close()
 
 
