@@ -574,12 +574,11 @@ class LedgerNode:
                         break
 
     async def _status_loop(self) -> None:
-        """Ask peers their height every second; catch up when a peer is two blocks ahead, or
-        one block ahead while our head did not move since the last round (a peer one block
-        ahead is normal: it stored the block we are storing)."""
+        """Ask peers their height at start and then every second; catch up when a peer is two
+        blocks ahead, or one block ahead while our head did not move since the last round (a
+        peer one block ahead is normal: it stored the block we are storing)."""
         previous_head = -1
         while not self._stopped:
-            await asyncio.sleep(1.0)
             if self.fault is not None:
                 self._recover()
             for link in self._links.values():
@@ -596,6 +595,7 @@ class LedgerNode:
             if highest > head + 1 or (highest > head and head == previous_head):
                 self._start_catch_up()
             previous_head = head
+            await asyncio.sleep(1.0)
 
     def receive(self, items: list[dict[str, Any]]) -> None:
         """Take a batch from a peer: consensus messages, events, checkpoint cosignatures.
