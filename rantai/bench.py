@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -175,9 +176,23 @@ def _export_path(data: Path, events: int) -> Path:
     return data / f"chain-{events}-v{_DATA_VERSION}.ndjson"
 
 
+_DATA_FILE = re.compile(r"(?:chain|store|pymerkle)-\d+-v(\w+)\.")
+"""The name of a data set file, with its data version."""
+
+
+def _drop_stale(data: Path) -> None:
+    """Remove the data sets of other data versions (a million-event set takes about 2 GB)."""
+    for path in sorted(data.iterdir()):
+        match = _DATA_FILE.match(path.name)
+        if match is not None and match[1] != _DATA_VERSION:
+            console.print(f"removing {path.name}, data of version {match[1]}")
+            path.unlink()
+
+
 def _build_data(data: Path, events: int) -> tuple[Path, Path]:
     """The export and the SQLite store of a sample chain with ``events`` events (cached)."""
     data.mkdir(parents=True, exist_ok=True)
+    _drop_stale(data)
     export = _export_path(data, events)
     database = data / f"store-{events}-v{_DATA_VERSION}.db"
     done = data / f"store-{events}-v{_DATA_VERSION}.done"
