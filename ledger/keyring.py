@@ -12,6 +12,7 @@ for an event is the supply-chain state machine's business, which implements the 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ from ledger.errors import EncodingError, SignatureError
 from ledger.events import Envelope
 from ledger.keys import key_id, verify_public_key
 
-__all__ = ["EventAuthority", "KeyRing"]
+__all__ = ["EventAuthority", "KeyRing", "announced_keys"]
 
 
 class EventAuthority(Protocol):
@@ -56,6 +57,38 @@ def _public_keys(payload: dict[str, Any], field: str, what: str) -> list[bytes]:
     ]
 
 
+_KEY_LISTS = {"org.register": "admins", "member.register": "public_keys"}
+"""The payload field listing the keys each registration event registers (and ``key.add``
+registers its ``public_key``)."""
+
+
+def announced_keys(envelope: Envelope) -> dict[str, bytes]:
+    """Key id → public key of each key ``envelope`` registers (the events :meth:`KeyRing.apply`
+    follows), as written: malformed entries are left out, and no key is checked against the
+    key policy, which costs a millisecond a key.
+
+    For checking signatures before the event that registers their key is applied (a catching-up
+    node, ``node.application``): a key id is its key's hash, so the key found here for an id is
+    the only key with that id, and the rules decide, when the event is applied, whether it was
+    registered (and so passed the policy).
+    """
+    payload = envelope.payload
+    kind = envelope.type
+    if kind == "key.add":
+        values: Any = [payload.get("public_key")]
+    else:
+        values = payload.get(_KEY_LISTS.get(kind, ""))
+    if type(values) is not list:
+        return {}
+    found = {}
+    for value in values:
+        if type(value) is str and len(value) == 64:
+            with contextlib.suppress(ValueError):
+                public_key = bytes.fromhex(value)
+                found[key_id(public_key)] = public_key
+    return found
+
+
 class KeyRing:
     """Registered, unrevoked event-signing keys: key id → raw public key."""
 
@@ -64,10 +97,6 @@ class KeyRing:
     def __init__(self, governance_admins: list[bytes] | tuple[bytes, ...]) -> None:
         self._keys: dict[str, bytes] = {key_id(k): k for k in governance_admins}
         self._revoked: set[str] = set()
-
-    def public_key(self, identifier: str) -> bytes | None:
-        """The registered, unrevoked public key with this key id, if any."""
-        return self._keys.get(identifier)
 
     def signer_keys(self, envelope: Envelope) -> list[bytes]:
         """The public key of each signer of ``envelope``.
@@ -93,10 +122,8 @@ class KeyRing:
         """
         payload = envelope.payload
         kind = envelope.type
-        if kind == "org.register":
-            self._add(_public_keys(payload, "admins", "payload"))
-        elif kind == "member.register":
-            self._add(_public_keys(payload, "public_keys", "payload"))
+        if kind in _KEY_LISTS:
+            self._add(_public_keys(payload, _KEY_LISTS[kind], "payload"))
         elif kind == "key.add":
             public_key = parse_hex(payload.get("public_key"), 32, "payload.public_key")
             self._add([verify_public_key(public_key, "payload.public_key")])

@@ -31,7 +31,7 @@ from ledger.blocks import (
 from ledger.encoding import format_time, parse_time
 from ledger.errors import ChainError, ConsensusError, LedgerError, RuleViolation
 from ledger.events import Envelope, EventSignature
-from ledger.keyring import KeyRing
+from ledger.keyring import announced_keys
 from ledger.keys import SignatureJob, verify_jobs
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.rules import (
@@ -79,11 +79,11 @@ SignedEventJobs = tuple[_SignedEvent, list[SignatureJob]]
 """An event's signature checks, named as a verified check is kept."""
 
 
-def _public_key(state: StateView, announced: KeyRing, identifier: str) -> bytes | None:
+def _public_key(state: StateView, announced: dict[str, bytes], identifier: str) -> bytes | None:
     """The public key of key id ``identifier`` in ``state`` (revoked or not), or else among
     the ``announced`` keys; None if neither knows it."""
     record = state.key(identifier)
-    return record.public_key if record is not None else announced.public_key(identifier)
+    return record.public_key if record is not None else announced.get(identifier)
 
 
 def verified(jobs: Sequence[SignedEventJobs]) -> list[_SignedEvent]:
@@ -354,7 +354,7 @@ class LedgerApplication:
         known neither way is checked in-line then.
         """
         state = self.ledger.state
-        announced = KeyRing(())
+        announced: dict[str, bytes] = {}
         found: list[list[SignedEventJobs]] = []
         for block in blocks:
             jobs: list[SignedEventJobs] = []
@@ -364,8 +364,7 @@ class LedgerApplication:
                     keys = [_public_key(state, announced, s.key) for s in envelope.sigs]
                     if None not in keys:
                         jobs.append((signed, envelope.signature_jobs(cast(list[bytes], keys))))
-                with contextlib.suppress(LedgerError):  # the rules refuse it when it is applied
-                    announced.apply(envelope, 0, _dt.datetime.min)
+                announced.update(announced_keys(envelope))
             found.append(jobs)
         return found
 

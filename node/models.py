@@ -161,7 +161,13 @@ def driver_rows(source: Connection | Engine, sql: str, parameters: tuple[Any, ..
     database connection is invalidated, so that the pool does not hand it out again.
     """
     if isinstance(source, Engine):
-        pooled = source.raw_connection()
+        driver_error = source.dialect.loaded_dbapi.Error
+        try:
+            pooled = source.raw_connection()
+        except driver_error as e:  # the pool could not connect: SQLAlchemy's error, as above
+            raise DBAPIError.instance(
+                sql, parameters, e, driver_error, dialect=source.dialect
+            ) from e
         try:
             return _cursor_rows(source.dialect, pooled, pooled.invalidate, sql, parameters)
         finally:

@@ -5,7 +5,8 @@ block completes in **one** database transaction: after a crash (``kill -9`` incl
 database holds either the whole block or none of it. Proofs for any tree size are built from
 stored perfect-subtree hashes. A store holds the upper tree (the nodes from level 6 up, about a
 byte per leaf) in memory, so a proof reads at most one query: the few nodes inside the leaf's
-block of 64 leaves, stored side by side (:func:`node.models.node_key`).
+block of 64 leaves, stored side by side (:func:`node.models.node_key`), and inside the tree's
+last, incomplete block.
 
 SQLite (WAL, ``synchronous=FULL``) is the default; PostgreSQL is used through a
 ``postgresql+psycopg://`` URL. The schema is created by the Alembic migrations in
@@ -618,9 +619,9 @@ class Store:
         except SQLAlchemyError as e:
             raise StorageError(f"cannot append block {header.height}: {e}") from e
         self._log = log
-        for level, index, digest in upper:
-            self._upper.add(level, index, digest)
         self._head = _head_of(header)
+        for level, index, digest in upper:  # in log order: each the next of its level
+            self._upper.add(level, index, digest)
         return self._head
 
     def certificate(self, height: int) -> CommitCertificate | None:
@@ -838,7 +839,9 @@ class _UpperTree:
     ``bytearray`` of 32-byte hashes per level, about one byte per leaf in all.
 
     A stored node never changes, so a node held here is the stored one. A level only grows
-    at its end, after the block that completed the node is committed.
+    at its end, after the block that completed the node is committed. Proofs read it on
+    worker threads while the event loop's thread appends: a ``bytearray``'s slice and ``+=``
+    are atomic under the GIL, and a node not here yet is read from the database.
     """
 
     __slots__ = ("_levels",)
@@ -848,17 +851,17 @@ class _UpperTree:
 
     @classmethod
     def read(cls, connection: Connection, size: int) -> _UpperTree | None:
-        """The upper tree of a log of ``size`` leaves from the database (one range scan);
-        None when the stored nodes are not exactly that tree's."""
+        """The upper tree of the log's first ``size`` leaves, from the database (one range
+        scan); None when a node of it is missing. Nodes beyond it are left out: ``size`` came
+        from another statement, and a block may have been committed since."""
         tree = cls()
         rows = connection.exec_driver_sql(
             f'SELECT "key", hash FROM merkle_nodes WHERE "key" >= {UPPER_KEYS} ORDER BY "key"'  # noqa: S608
         )
         for key, digest in rows:
             level, index = node_of_key(key)
-            if not tree._extends(level, index):
+            if index < size >> level and not tree.add(level, index, digest):
                 return None
-            tree._levels[level - BLOCK_LEVELS] += digest
         expected = [size >> level for level in range(BLOCK_LEVELS, size.bit_length())]
         return tree if [len(nodes) // 32 for nodes in tree._levels] == expected else None
 
@@ -872,19 +875,16 @@ class _UpperTree:
             found.append(bytes(digest) if digest else None)
         return found
 
-    def add(self, level: int, index: int, digest: bytes) -> None:
-        """Keep node ``(level, index)`` (at or above ``BLOCK_LEVELS``), the next of its level."""
-        if not self._extends(level, index):
-            raise StorageError(f"Merkle node ({level}, {index}) is not the next of its level")
-        self._levels[level - BLOCK_LEVELS] += digest
-
-    def _extends(self, level: int, index: int) -> bool:
-        """Whether ``(level, index)`` is the next node of the upper tree's level (which is
-        made if it is the next level)."""
+    def add(self, level: int, index: int, digest: bytes) -> bool:
+        """Keep node ``(level, index)`` if it is the next of its level (at or above
+        ``BLOCK_LEVELS``); False, keeping nothing, if it is not."""
         row = level - BLOCK_LEVELS
         if row == len(self._levels) and index == 0:
             self._levels.append(bytearray())
-        return 0 <= row < len(self._levels) and len(self._levels[row]) == index * 32
+        if not 0 <= row < len(self._levels) or len(self._levels[row]) != index * 32:
+            return False
+        self._levels[row] += digest
+        return True
 
 
 def _node_hashes(session: Session | Connection | Engine, keys: Iterable[int]) -> dict[int, bytes]:

@@ -78,8 +78,9 @@ from rantai.samplechain import LINEAGE_FINAL_LOT, SampleNetwork, sample_network
 
 __all__ = ["SECTIONS", "BenchRun", "Row", "main", "read_only_node_app"]
 
-_DATA_VERSION = "3"
-"""Bumped when the data sets change shape: 3 is the SQLite layout of migration 0005 (D35)."""
+_DATA_VERSION = "4"
+"""Bumped when the data sets change shape: 4 is the Merkle node keys of migration 0006 (D41),
+written in key order rather than rewritten in place."""
 _NETWORK_SEED = b"bench"
 _LINEAGE_DEPTH = 10
 _EVENTS_PER_BLOCK = 1000
@@ -176,7 +177,7 @@ def _export_path(data: Path, events: int) -> Path:
     return data / f"chain-{events}-v{_DATA_VERSION}.ndjson"
 
 
-_DATA_FILE = re.compile(r"(?:chain|store|pymerkle)-\d+-v(\w+)\.")
+_DATA_FILE = re.compile(r"(?:chain|store|pymerkle)-\d+-v(\d+)\.(?:ndjson|db|done|partial)$")
 """The name of a data set file, with its data version."""
 
 

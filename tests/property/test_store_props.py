@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import importlib
+import sqlite3
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -188,6 +190,35 @@ _NODES = st.one_of(
     ),
     st.tuples(st.integers(BLOCK_LEVELS, 63), st.integers(0, (1 << 50) - 1)),
 )
+
+
+def test_node_keys_are_the_documented_integers() -> None:
+    """The stored layout (migration 0006) pinned: a leaf, a node inside a block, the upper tree."""
+    assert node_key(0, 1000) == 1000 << 6
+    assert node_key(3, 5) == 40 << 6 | 3
+    assert node_key(6, 0) == 1 << 62 | 6 << 50
+    assert node_key(20, 7) == 1 << 62 | 20 << 50 | 7
+
+
+@given(st.lists(_NODES, min_size=1, max_size=50, unique=True))
+@settings(max_examples=100)
+def test_migration_0006_moves_each_old_key_to_node_key_and_back(
+    nodes: list[tuple[int, int]],
+) -> None:
+    """The migration's SQL, run by SQLite on keys as large as the layout allows (the 200-leaf
+    round trip on both backends is in ``tests/unit/test_migrations.py``)."""
+    old = {(index << 6) | level: (level, index) for level, index in nodes}
+    connection = sqlite3.connect(":memory:")
+    connection.execute('CREATE TABLE merkle_nodes ("key" INTEGER PRIMARY KEY, hash BLOB)')
+    connection.executemany("INSERT INTO merkle_nodes VALUES (?, ?)", [(k, b"") for k in old])
+    migration = importlib.import_module("node.migrations.versions.0006_merkle_blocks")
+    for passes, expected in (
+        (migration._NEW_FROM_OLD, {node_key(*node) for node in nodes}),
+        (migration._OLD_FROM_NEW, set(old)),
+    ):
+        connection.execute('UPDATE merkle_nodes SET "key" = -1 - "key"')
+        connection.execute(f'UPDATE merkle_nodes SET "key" = {passes}')
+        assert {key for (key,) in connection.execute('SELECT "key" FROM merkle_nodes')} == expected
 
 
 @given(_NODES, _NODES)

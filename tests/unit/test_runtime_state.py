@@ -5,6 +5,7 @@ a bound."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -276,4 +277,20 @@ def test_a_batch_asked_for_ahead_that_failed_is_asked_for_again(tmp_path: Path) 
     assert failed == [65]
     assert [start for what, start in log if what == "asked"] == [1, 65, 129]
     assert node.ledger.head.block_hash == CHAIN[-1].header.block_hash
+    node.store.close()
+
+
+def test_a_node_asks_its_peers_heights_as_soon_as_it_starts(tmp_path: Path) -> None:
+    # A new node starts catching up at once, not a status period later.
+    node = _catching_up(tmp_path)
+    asked: list[str] = []
+
+    async def status(method: str, url: str, *_: Any, **__: Any) -> bytes:
+        asked.append(url)
+        return b'{"height": 0}'
+
+    node._peer_request = status  # type: ignore[method-assign]
+    with contextlib.suppress(TimeoutError):
+        asyncio.run(asyncio.wait_for(node._status_loop(), 0.5))
+    assert asked == ["http://127.0.0.1:9/v1/status"]
     node.store.close()

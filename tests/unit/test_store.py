@@ -878,26 +878,70 @@ def test_a_refused_block_leaves_no_node_in_the_upper_tree(
         store.close()
 
 
-@pytest.mark.parametrize(
-    "damage",
-    [
-        f'DELETE FROM merkle_nodes WHERE "key" = {node_key(6, 1)}',
-        f"INSERT INTO merkle_nodes VALUES ({node_key(7, 1)}, zeroblob(32))",
-    ],
-    ids=["node-missing", "node-beyond-the-log"],
-)
-def test_a_store_whose_upper_tree_is_not_the_logs_is_refused(tmp_path: Path, damage: str) -> None:
+def _store_of_160_leaves(url: str) -> tuple[Store, list[bytes]]:
+    """A store of 160 leaves, whose upper tree is nodes (6, 0), (6, 1) and (7, 0)."""
     net = sample_network()
-    url = f"sqlite:///{tmp_path / 'node.db'}"
     store = Store.open(url)
     store.initialize(net.genesis)
-    for block in list(net.chain(4, 40))[1:]:  # 160 leaves: nodes (6, 0), (6, 1), (7, 0)
+    blocks = list(net.chain(4, 40))
+    for block in blocks[1:]:
         store.append_block(block)
+    return store, [merkle.leaf_hash(e.leaf) for b in blocks for e in b.events]
+
+
+def test_a_store_missing_a_node_of_its_upper_tree_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    store, _ = _store_of_160_leaves(url)
     with store.engine.begin() as connection:
-        connection.exec_driver_sql(damage)
+        connection.exec_driver_sql(f'DELETE FROM merkle_nodes WHERE "key" = {node_key(6, 1)}')
     store.close()
     with pytest.raises(StorageError, match="Merkle log in the database is incomplete"):
         Store.open(url)
+
+
+def test_upper_nodes_beyond_the_head_are_left_out(tmp_path: Path) -> None:
+    """Another process may commit a block between the head and the upper tree being read."""
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    store, hashes = _store_of_160_leaves(url)
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"INSERT INTO merkle_nodes VALUES ({node_key(7, 1)}, zeroblob(32))"
+        )
+    store.close()
+    store = Store.open(url)
+    try:
+        _check_proof_reads(store, hashes, (len(hashes),))
+        fault = store.check_integrity().fault
+        assert fault is not None  # the integrity walk still sees the extra row
+        assert "nodes" in str(fault)
+    finally:
+        store.close()
+
+
+def test_folded_ranges_are_forgotten_at_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, hashes = _store_of_160_leaves(f"sqlite:///{tmp_path / 'node.db'}")
+    monkeypatch.setattr(node.store, "_FOLDED_RANGES", 8)
+    try:
+        for size in range(1, len(hashes) + 1):
+            assert store.root(size) == merkle.root(hashes[:size])
+            assert len(store._folded) <= 8
+        _check_proof_reads(store, hashes, (len(hashes),))
+    finally:
+        store.close()
+
+
+def test_a_proof_when_the_database_cannot_be_reached_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "here").mkdir()
+    store, _ = _store_of_160_leaves(f"sqlite:///{tmp_path / 'here' / 'node.db'}")
+    store.engine.dispose()  # the pool's connections are closed; the next one must connect
+    (tmp_path / "here").rename(tmp_path / "gone")
+    try:
+        with pytest.raises(StorageError, match="cannot read Merkle nodes"):
+            store.inclusion_proof(3, 100)
+    finally:
+        store.close()
 
 
 def test_proofs_read_at_most_one_query_of_logarithmically_many_keys(

@@ -20,7 +20,7 @@ from ledger.blocks import Block, CommitCertificate, export_lines, genesis_header
 from ledger.encoding import canonical
 from ledger.errors import ChainError, EncodingError, SignatureError
 from ledger.events import Envelope, sign_event
-from ledger.keyring import KeyRing
+from ledger.keyring import KeyRing, announced_keys
 from ledger.keys import SMALL_ORDER_ENCODINGS, key_id, public_key_bytes
 from ledger.merkle import CompactRange
 from ledger.verifier import ChainVerifier, check_export, verify_export
@@ -502,3 +502,26 @@ def test_the_keyring_refuses_keys_the_policy_refuses(net: SampleNetwork, encodin
         ring.apply(event, 0, moment)
     with pytest.raises(SignatureError, match="unknown key"):
         ring.signer_keys(net.event("org.register", payload, [net.key("x")], "m", TIME))
+
+
+def test_announced_keys_are_the_keys_an_event_registers_unchecked(net: SampleNetwork) -> None:
+    """What a catching-up node may check signatures with before it applies the registration:
+    each key under its id, malformed entries left out, and no key policy (the rules apply it)."""
+    good = [public_key_bytes(net.key(f"k{i}")) for i in range(3)]
+    small_order = min(SMALL_ORDER_ENCODINGS)
+    org = {"org_id": "coop", "name": "Coop", "kind": "cooperative"}
+    cases = [
+        ("org.register", org | {"admins": [good[0].hex(), "zz" * 32, 7]}, [good[0]]),
+        (
+            "member.register",
+            {"public_keys": [good[1].hex(), small_order.hex()]},
+            [good[1], small_order],
+        ),
+        ("key.add", {"public_key": good[2].hex()}, [good[2]]),
+        ("key.add", {"public_key": good[2].hex()[:-2]}, []),
+        ("org.register", org | {"admins": good[0].hex()}, []),  # not a list
+        ("lot.create", {"admins": [good[0].hex()]}, []),
+    ]
+    for position, (kind, payload, keys) in enumerate(cases):
+        event = net.event(kind, payload, [net.governance_key], f"a{position}", TIME)
+        assert announced_keys(event) == {key_id(k): k for k in keys}, kind
