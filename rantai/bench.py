@@ -17,9 +17,8 @@ Measurements:
   * a 10-hop backward trace and a forward trace from the SQLite store of the large ledger
     (target median < 20 ms);
   * inclusion and consistency proofs from the SQLite store of the large log (target median
-    < 1 ms), and pymerkle's ``SqliteTree`` of the same leaves answering the same challenges,
-    each twice: the first pass from a store or tree just opened, the second warm (target:
-    Rantai ≥ 10× faster warm, pymerkle's median being a warm-cache figure either way);
+    < 1 ms), and pymerkle's ``SqliteTree`` of the same leaves answering the same challenges
+    (target: Rantai ≥ 10× faster);
   * the same proofs through the node's HTTP API over keep-alive connections (target median
     < 2 ms);
   * SQLite bytes per event against the mean size of an event's JSON envelope (target ≤ 3×);
@@ -362,42 +361,35 @@ def _challenges(size: int, samples: int) -> list[tuple[int, int]]:
 
 
 def _proof_latencies(store: Store, challenges: list[tuple[int, int]]) -> dict[str, float]:
-    """Rantai's proofs from the store, each checked after it is timed: the figures of the
-    second pass over the challenges, and the first pass's medians (``first_pass_*``)."""
+    """Rantai's proofs from the store, each checked after it is timed."""
     size = store.head().tree_size
     root = store.root(size)
-
-    def one_pass() -> _Pass:
-        inclusion, consistency = [], []
-        for index, old in challenges:
-            start = time.perf_counter()
-            proof = store.inclusion_proof(index, size)
-            inclusion.append(time.perf_counter() - start)
-            verify_inclusion(store.leaf_hash(index), index, size, proof, root)
-            start = time.perf_counter()
-            proof = store.consistency_proof(old, size)
-            consistency.append(time.perf_counter() - start)
-            verify_consistency(old, size, proof, store.root(old), root)
-        return inclusion, consistency
-
-    return _two_passes(one_pass)[0]
+    inclusion, consistency = [], []
+    for index, old in challenges:
+        start = time.perf_counter()
+        proof = store.inclusion_proof(index, size)
+        inclusion.append(time.perf_counter() - start)
+        verify_inclusion(store.leaf_hash(index), index, size, proof, root)
+        start = time.perf_counter()
+        proof = store.consistency_proof(old, size)
+        consistency.append(time.perf_counter() - start)
+        verify_consistency(old, size, proof, store.root(old), root)
+    return _latency_ms("inclusion", inclusion) | _latency_ms("consistency", consistency)
 
 
 def _pymerkle_latencies(
     tree_path: Path, store: Store, challenges: list[tuple[int, int]]
 ) -> dict[str, float]:
-    """pymerkle's proofs for the same challenges, each checked against the store's roots, in
-    two passes like :func:`_proof_latencies`, and its very first proof (``first_*_ms``).
+    """pymerkle's proofs for the same challenges, each checked against the store's roots.
 
     The tree is opened afresh, as the store is: pymerkle's cache of subtree roots (which it
-    computes from the leaf hashes) starts empty; its first proof fills most of it.
+    computes from the leaf hashes) starts empty and fills during the run.
     """
     size = store.head().tree_size
     root = store.root(size)
     tree = pymerkle.SqliteTree(str(tree_path))
-
-    def one_pass() -> _Pass:
-        inclusion, consistency = [], []
+    inclusion, consistency = [], []
+    try:
         for index, old in challenges:
             start = time.perf_counter()
             proof = tree.prove_inclusion(index + 1, size)  # pymerkle counts leaves from 1
@@ -407,36 +399,13 @@ def _pymerkle_latencies(
             proof = tree.prove_consistency(old, size)
             consistency.append(time.perf_counter() - start)
             pymerkle.verify_consistency(store.root(old), root, proof)
-        return inclusion, consistency
-
-    try:
-        results, (inclusion, consistency) = _two_passes(one_pass)
     finally:
         tree.close()
-    return results | {
-        "first_inclusion_ms": inclusion[0] * 1e3,
-        "first_consistency_ms": consistency[0] * 1e3,
-    }
-
-
-_Pass = tuple[list[float], list[float]]
-"""The inclusion and the consistency proof times of one pass over the challenges."""
-
-
-def _two_passes(one_pass: Callable[[], _Pass]) -> tuple[dict[str, float], _Pass]:
-    """The latencies of the second of two passes with the first pass's medians, and the
-    first pass."""
-    cold = one_pass()
-    warm = one_pass()
-    results = (
-        _latency_ms("inclusion", warm[0])
-        | _latency_ms("consistency", warm[1])
-        | {
-            "first_pass_inclusion_median_ms": statistics.median(cold[0]) * 1e3,
-            "first_pass_consistency_median_ms": statistics.median(cold[1]) * 1e3,
-        }
+    return (
+        _latency_ms("inclusion", inclusion)
+        | _latency_ms("consistency", consistency)
+        | {"first_inclusion_ms": inclusion[0] * 1e3, "first_consistency_ms": consistency[0] * 1e3}
     )
-    return results, cold
 
 
 def read_only_node_app(database: str) -> FastAPI:
@@ -599,35 +568,30 @@ def _proofs(run: BenchRun) -> list[Row]:
         store.close()
     run.results["proofs"] = rantai
     run.results["pymerkle_proofs"] = other | {
-        f"{prefix}{kind}_ratio": other[f"{prefix}{kind}_median_ms"]
-        / rantai[f"{prefix}{kind}_median_ms"]
+        f"{kind}_ratio": other[f"{kind}_median_ms"] / rantai[f"{kind}_median_ms"]
         for kind in ("inclusion", "consistency")
-        for prefix in ("", "first_pass_")
     }
     run.results["http_proofs"] = http
     rows = []
     for kind in ("inclusion", "consistency"):
-        median, cold = rantai[f"{kind}_median_ms"], rantai[f"first_pass_{kind}_median_ms"]
+        median = rantai[f"{kind}_median_ms"]
         rows.append(
             Row(
                 f"{kind} proof, SQLite store, {run.large:,} events",
-                f"median {median:.3f} ms (first pass {cold:.3f})",
+                f"median {median:.3f} ms",
                 f"p99 {rantai[f'{kind}_p99_ms']:.3f} ms",
                 "median < 1 ms",
-                max(median, cold) < 1.0,
+                median < 1.0,
             )
         )
     for kind in ("inclusion", "consistency"):
-        ratios = run.results["pymerkle_proofs"]
-        ratio = ratios[f"{kind}_ratio"]
+        ratio = run.results["pymerkle_proofs"][f"{kind}_ratio"]
         rows.append(
             Row(
                 f"{kind} proof vs pymerkle {pymerkle.__version__} SqliteTree, same challenges",
-                f"pymerkle median {other[f'{kind}_median_ms']:.3f} ms "
-                f"(first pass {other[f'first_pass_{kind}_median_ms']:.3f}), "
+                f"pymerkle median {other[f'{kind}_median_ms']:.3f} ms, "
                 f"p99 {other[f'{kind}_p99_ms']:.3f} ms",
-                f"Rantai {ratio:.1f}× faster (medians, second passes; "
-                f"{ratios[f'first_pass_{kind}_ratio']:.1f}× on first passes); "
+                f"Rantai {ratio:.1f}× faster (median); "
                 f"pymerkle's first proof {other[f'first_{kind}_ms']:.0f} ms",
                 "≥ 10×",
                 ratio >= 10,
