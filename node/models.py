@@ -79,9 +79,10 @@ _CLUSTERED = {"sqlite_with_rowid": False}
 live in the primary key's B-tree (``WITHOUT ROWID``; migration 0005)."""
 
 
-BLOCK_LEVELS = 6
-"""Merkle nodes below this level lie inside one aligned block of ``2**6`` leaves and are stored
-with it; the ones from this level up are the upper tree, about one byte per leaf in all."""
+BLOCK_LEVELS = 5
+"""Merkle nodes below this level lie inside one aligned block of ``2**5`` leaves and are stored
+with it (62 nodes, most often on one 4 KiB page); the ones from this level up are the upper
+tree, about two bytes per leaf in all."""
 
 UPPER_KEYS = 1 << 62
 """The first key of the upper tree's nodes (the block nodes' keys are all below it)."""
@@ -93,8 +94,8 @@ def node_key(level: int, index: int) -> int:
     """The primary key of Merkle node ``(level, index)`` (migration 0006).
 
     * below :data:`BLOCK_LEVELS`: ``(index << level) << 6 | level``, the node's first leaf and
-      its level, so the nodes of one block of 64 leaves are neighbours and the part of a proof
-      inside the block is read from one or two pages;
+      its level, so the nodes of one block of 32 leaves are neighbours and the part of a proof
+      inside the block is read from one page, or two;
     * from :data:`BLOCK_LEVELS` up: ``UPPER_KEYS | level << 50 | index``, the upper tree level
       by level in a key range of its own, which a store reads whole when it opens.
     """

@@ -3,9 +3,9 @@
 :class:`Store` appends a committed block, its events, its certificate and the Merkle nodes the
 block completes in **one** database transaction: after a crash (``kill -9`` included) the
 database holds either the whole block or none of it. Proofs for any tree size are built from
-stored perfect-subtree hashes. A store holds the upper tree (the nodes from level 6 up, about a
-byte per leaf) in memory, so a proof reads at most one query: the few nodes inside the leaf's
-block of 64 leaves, stored side by side (:func:`node.models.node_key`), and inside the tree's
+stored perfect-subtree hashes. A store holds the upper tree (the nodes from level 5 up, about
+two bytes per leaf) in memory, so a proof reads at most one query: the few nodes inside the
+leaf's block of 32 leaves, stored side by side (:func:`node.models.node_key`), and inside the tree's
 last, incomplete block.
 
 SQLite (WAL, ``synchronous=FULL``) is the default; PostgreSQL is used through a
@@ -836,7 +836,7 @@ class _IntegrityWalk:
 
 class _UpperTree:
     """The log's Merkle nodes from :data:`~node.models.BLOCK_LEVELS` up, in memory: a
-    ``bytearray`` of 32-byte hashes per level, about one byte per leaf in all.
+    ``bytearray`` of 32-byte hashes per level, about two bytes per leaf in all.
 
     A stored node never changes, so a node held here is the stored one. A level only grows
     at its end, after the block that completed the node is committed. Proofs read it on

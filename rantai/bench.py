@@ -78,8 +78,8 @@ from rantai.samplechain import LINEAGE_FINAL_LOT, SampleNetwork, sample_network
 
 __all__ = ["SECTIONS", "BenchRun", "Row", "main", "read_only_node_app"]
 
-_DATA_VERSION = "4"
-"""Bumped when the data sets change shape: 4 is the Merkle node keys of migration 0006 (D41),
+_DATA_VERSION = "5"
+"""Bumped when the data sets change shape: 5 is the Merkle node keys of migration 0006 (D41),
 written in key order rather than rewritten in place."""
 _NETWORK_SEED = b"bench"
 _LINEAGE_DEPTH = 10

@@ -196,6 +196,8 @@ def test_node_keys_are_the_documented_integers() -> None:
     """The stored layout (migration 0006) pinned: a leaf, a node inside a block, the upper tree."""
     assert node_key(0, 1000) == 1000 << 6
     assert node_key(3, 5) == 40 << 6 | 3
+    assert node_key(4, 3) == 48 << 6 | 4
+    assert node_key(5, 0) == 1 << 62 | 5 << 50
     assert node_key(6, 0) == 1 << 62 | 6 << 50
     assert node_key(20, 7) == 1 << 62 | 20 << 50 | 7
 
@@ -232,7 +234,8 @@ def test_node_keys_keep_a_block_together_and_the_upper_tree_in_order(
     assert 0 <= key_a < 1 << 63  # a signed 64-bit integer on every backend
     level, index = a
     if level < BLOCK_LEVELS:
-        block = (index << level) >> BLOCK_LEVELS  # the block of 64 leaves it lies in
-        assert block << 12 <= key_a < (block + 1) << 12 <= UPPER_KEYS
+        block = (index << level) >> BLOCK_LEVELS  # the block of 32 leaves it lies in
+        width = BLOCK_LEVELS + 6
+        assert block << width <= key_a < (block + 1) << width <= UPPER_KEYS
     elif b[0] >= BLOCK_LEVELS:
         assert (key_a < key_b) == (a < b)  # level by level, then by index

@@ -817,7 +817,7 @@ def _proof_reads(
 
 def _check_proof_reads(store: Store, hashes: list[bytes], sizes: Iterable[int]) -> None:
     """Every proof for trees of ``sizes`` is RFC 9162's and reads logarithmically many keys;
-    an inclusion proof only the leaf's block of 64 and the tree's last, incomplete one."""
+    an inclusion proof only the leaf's block of 32 and the tree's last, incomplete one."""
 
     def reads(make_proof: Callable[[], list[bytes]]) -> tuple[list[bytes], list[int]]:
         return _proof_reads(store, make_proof)
@@ -831,7 +831,8 @@ def _check_proof_reads(store: Store, hashes: list[bytes], sizes: Iterable[int]) 
             assert keys or index ^ 1 >= size, (index, size)  # the leaf's sibling is read
             block = index >> BLOCK_LEVELS << BLOCK_LEVELS
             assert all(
-                block << 6 <= key < (block + 64) << 6 or key >= last_block << 6 for key in keys
+                block << 6 <= key < (block + (1 << BLOCK_LEVELS)) << 6 or key >= last_block << 6
+                for key in keys
             ), (index, size, keys)
         for size1 in range(1, size):
             proof, keys = reads(lambda m=size1, size=size: store.consistency_proof(m, size))
@@ -860,26 +861,32 @@ def test_proofs_beyond_one_block_read_only_the_leafs_block(tmp_path: Path) -> No
 def test_a_refused_block_leaves_no_node_in_the_upper_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # After the crash, another block is decided at that height: the refused block's upper
+    # nodes (5, 1) and (6, 0) must not be served for it.
     net = sample_network()
-    blocks = list(net.chain(3, 32))  # block 2 completes node (6, 0), the first upper one
+    first, refused = list(net.chain(2, 32))[1:]
+    other = list(net.chain(2, 32, start=dt.datetime(2026, 11, 30, tzinfo=dt.UTC)))[2]
+    log = merkle.CompactRange()
+    for envelope in first.events:
+        log.append(merkle.leaf_hash(envelope.leaf))
+    decided = net.commit(first.header, log, list(other.events), refused.header.time)
     store = Store.open(f"sqlite:///{tmp_path / 'node.db'}")
     store.initialize(net.genesis)
-    store.append_block(blocks[1])
-    hashes = [merkle.leaf_hash(e.leaf) for b in blocks for e in b.events]
+    store.append_block(first)
     try:
         with monkeypatch.context() as patch:
             patch.setattr(Store, "_before_commit", _crash)
             with pytest.raises(SimulatedCrashError):
-                store.append_block(blocks[2])
-        for block in blocks[2:]:
-            store.append_block(block)  # would be refused had (6, 0) been kept
-        _check_proof_reads(store, hashes, (64, len(hashes)))
+                store.append_block(refused)
+        store.append_block(decided)
+        hashes = [merkle.leaf_hash(e.leaf) for b in (first, decided) for e in b.events]
+        _check_proof_reads(store, hashes, (33, 64))
     finally:
         store.close()
 
 
 def _store_of_160_leaves(url: str) -> tuple[Store, list[bytes]]:
-    """A store of 160 leaves, whose upper tree is nodes (6, 0), (6, 1) and (7, 0)."""
+    """A store of 160 leaves: its upper tree is nodes (5, 0) to (5, 4), (6, 0), (6, 1), (7, 0)."""
     net = sample_network()
     store = Store.open(url)
     store.initialize(net.genesis)

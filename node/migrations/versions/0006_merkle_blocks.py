@@ -1,11 +1,11 @@
-"""Merkle nodes keyed by the block of 64 leaves they lie in, and the upper tree apart.
+"""Merkle nodes keyed by the block of 32 leaves they lie in, and the upper tree apart.
 
 Before: node ``(level, index)`` had key ``index << 6 | level``, so the nodes of one inclusion
 path lay on as many pages as the path has levels. After (``node.models.node_key``):
 
-* a node below level 6 has key ``first_leaf << 6 | level``, next to the other nodes of its
-  aligned block of 64 leaves;
-* a node from level 6 up has key ``1 << 62 | level << 50 | index``: the upper tree, level by
+* a node below level 5 has key ``first_leaf << 6 | level``, next to the other nodes of its
+  aligned block of 32 leaves;
+* a node from level 5 up has key ``1 << 62 | level << 50 | index``: the upper tree, level by
   level, which a store reads whole when it opens.
 
 Every key is rewritten in place, on SQLite and PostgreSQL alike, in two passes so that no new
@@ -33,7 +33,7 @@ _OLD = '(-1 - "key")'
 """The key before the second pass."""
 
 _NEW_FROM_OLD = (
-    f"CASE WHEN ({_OLD} & 63) < 6"
+    f"CASE WHEN ({_OLD} & 63) < 5"
     f" THEN ((({_OLD} >> 6) << CAST({_OLD} & 63 AS INTEGER)) << 6) | ({_OLD} & 63)"
     f" ELSE {_UPPER} | (({_OLD} & 63) << 50) | ({_OLD} >> 6) END"
 )
