@@ -51,8 +51,10 @@ __all__ = [
     "GenesisDocument",
     "Validator",
     "VoteSignature",
+    "block_line",
     "certificate_jobs",
     "export_lines",
+    "export_of_lines",
     "genesis_header",
     "parse_block",
     "parse_certificate",
@@ -493,16 +495,24 @@ class Block:
 
     @property
     def canonical_bytes(self) -> bytes:
-        """``JCS(block)``: the block's line in an export, without its newline.
+        """``JCS(block)``: the block's line in an export, without its newline."""
+        return block_line(
+            self.header.canonical_bytes,
+            [envelope.leaf for envelope in self.events],
+            None if self.commit is None else canonical(self.commit.to_json()),
+        )
 
-        Built from each event's leaf, which is ``JCS(event)`` already: JCS writes a nested
-        value exactly as it would on its own, and orders the members ``commit``, ``events``,
-        ``header``. Encoding the events again would cost more than the rest of an export.
-        """
-        commit = b"null" if self.commit is None else canonical(self.commit.to_json())
-        events = b",".join(envelope.leaf for envelope in self.events)
-        header = self.header.canonical_bytes
-        return b'{"commit":' + commit + b',"events":[' + events + b'],"header":' + header + b"}"
+
+def block_line(header: bytes, leaves: Iterable[bytes], commit: bytes | None) -> bytes:
+    """``JCS(block)`` from the JCS bytes of its header, events (their leaves) and certificate.
+
+    JCS writes a nested value exactly as it would on its own, and orders the members
+    ``commit``, ``events``, ``header``; so a block's line is its parts' bytes joined, and
+    encoding the events again would cost more than the rest of an export.
+    """
+    events = b",".join(leaves)
+    certificate = b"null" if commit is None else commit
+    return b'{"commit":' + certificate + b',"events":[' + events + b'],"header":' + header + b"}"
 
 
 _BLOCK_FIELDS = frozenset({"header", "events", "commit"})
@@ -550,6 +560,11 @@ def parse_block(value: Any) -> Block:
 
 def export_lines(genesis: GenesisDocument, blocks: Iterable[Block]) -> Iterator[bytes]:
     """The NDJSON export: the genesis document's line, then one line per block (DESIGN.md §4)."""
+    return export_of_lines(genesis, (block.canonical_bytes for block in blocks))
+
+
+def export_of_lines(genesis: GenesisDocument, block_lines: Iterable[bytes]) -> Iterator[bytes]:
+    """The NDJSON export from each block's :func:`block_line`, as a store holds them."""
     yield canonical(genesis.document) + b"\n"
-    for block in blocks:
-        yield block.canonical_bytes + b"\n"
+    for line in block_lines:
+        yield line + b"\n"

@@ -43,7 +43,7 @@ from ledger.blocks import (
     BlockHeader,
     CommitCertificate,
     GenesisDocument,
-    export_lines,
+    export_of_lines,
     parse_block,
     verify_certificate,
 )
@@ -979,7 +979,7 @@ class LedgerNode:
     def export(self, start: int, end: int | None) -> Iterator[bytes]:
         """NDJSON lines: the genesis document, then blocks ``start..end`` (inclusive)."""
         last = self.store.head().height if end is None else min(end, self.store.head().height)
-        return export_lines(self.genesis, self.store.blocks(start, last))
+        return export_of_lines(self.genesis, self.store.block_lines(start, last))
 
     # --- persistence ---------------------------------------------------------------------
 

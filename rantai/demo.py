@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from ledger.blocks import export_lines
+from ledger.blocks import export_of_lines
 from ledger.checkpoint import (
     Checkpoint,
     format_checkpoint,
@@ -74,7 +74,7 @@ def run_demo(directory: Path, *, nodes: int, blocks: int, events_per_block: int)
 
         export = directory / "export.ndjson"
         with export.open("wb") as handle:
-            handle.writelines(export_lines(genesis, store.blocks(0, head.height)))
+            handle.writelines(export_of_lines(genesis, store.block_lines(0, head.height)))
         with ProcessPoolExecutor() as pool, export.open("rb") as handle:
             summary = verify_export(handle, genesis=genesis, executor=pool)
         console.print(

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 import node.models
 import node.store
 from ledger import merkle
-from ledger.blocks import Block, genesis_header
+from ledger.blocks import Block, genesis_header, parse_block
 from ledger.encoding import canonical, format_time
 from ledger.errors import ChainError, ProofError, StorageError
 from ledger.events import Envelope
@@ -429,6 +429,24 @@ def test_blocks_are_read_in_chunks(
 
     # Start and end inside chunks; events must stay with their own block across the seams.
     assert [b.to_json() for b in store.blocks(3, 18)] == [b.to_json() for b in blocks[3:19]]
+
+
+@pytest.mark.parametrize(("start", "end"), [(0, 99), (0, 0), (3, 18), (4, 7), (19, 99), (99, 99)])
+def test_block_lines_are_the_blocks_canonical_bytes(
+    open_store: Callable[[], Store], monkeypatch: pytest.MonkeyPatch, start: int, end: int
+) -> None:
+    _, blocks = sample_chain()
+    store = filled(open_store(), up_to=len(blocks) - 1)
+    monkeypatch.setattr(node.store, "_BLOCK_READ_CHUNK", 4)
+
+    with StatementLog(store.engine) as log:
+        lines = list(store.block_lines(start, end))
+    assert lines == [b.canonical_bytes for b in blocks[start : end + 1]]
+    assert [parse_block(line).to_json() for line in lines] == [
+        b.to_json() for b in blocks[start : end + 1]
+    ]
+    assert lines == [b.canonical_bytes for b in store.blocks(start, end)]
+    assert not [s for s, _ in log.statements if "merkle" in s]
 
 
 # --------------------------------------------------------------------------------------------
