@@ -156,8 +156,9 @@ def _catching_up(tmp_path: Path) -> LedgerNode:
     """Validator 1 with an empty database, and a peer 150 blocks ahead."""
     store = Store.open(f"sqlite:///{tmp_path / 'ledger.db'}")
     store.initialize(FOUR.genesis)
-    peer = Peer("node-2", "http://127.0.0.1:9", FOUR.genesis.validators[1].key_id)
-    node = LedgerNode(FOUR.genesis, store, FOUR.validator_keys[0], "node-1", [peer])
+    first, second = FOUR.genesis.validators[:2]
+    peer = Peer(second.name, "http://127.0.0.1:9", second.key_id)
+    node = LedgerNode(FOUR.genesis, store, FOUR.validator_keys[0], first.name, [peer])
     node._links[peer.key_id].height = len(CHAIN) - 1
     return node
 
@@ -175,9 +176,9 @@ def _serve(node: LedgerNode, log: list[tuple[str, int]], chain: list[Block]) -> 
     node._export = export  # type: ignore[method-assign]
     original = node._adopt
 
-    def adopt(block: Block) -> bool:
+    def adopt(block: Block, **options: Any) -> bool:
         log.append(("adopted", block.header.height))
-        return original(block)
+        return original(block, **options)
 
     node._adopt = adopt  # type: ignore[method-assign]
 
@@ -193,6 +194,21 @@ def test_catch_up_asks_for_the_next_batch_while_it_checks_this_one(tmp_path: Pat
     # The second batch was asked for while the first one's blocks were being adopted.
     assert log.index(("asked", 65)) < log.index(("adopted", 2))
     assert [h for what, h in log if what == "adopted"] == list(range(1, len(CHAIN)))
+    node.store.close()
+
+
+def test_catch_up_cosigns_the_last_block_of_each_batch(tmp_path: Path) -> None:
+    # Peers hold a quorum's checkpoints of the blocks behind; a node catching up need not
+    # send them one cosignature per block (each costs a peer a database read), only one for
+    # the newest block it holds after each batch.
+    node = _catching_up(tmp_path)
+    _serve(node, [], CHAIN)
+    asyncio.run(node._catch_up())
+    outbox = next(iter(node._links.values())).outbox
+    sent = [json.loads(outbox.get_nowait()) for _ in range(outbox.qsize())]
+    sizes = [item["body"]["size"] for item in sent if item["kind"] == "cosignature"]
+    assert sizes == [CHAIN[h].header.tree_size for h in (65, 129, len(CHAIN) - 1)]
+    assert sorted(node._cosignatures) == sizes
     node.store.close()
 
 
