@@ -697,8 +697,8 @@ class LedgerNode:
         return await self._peer_request("GET", f"{link.peer.url}/v1/export?{query}")
 
     async def _adopt_lines(self, lines: list[bytes], verifier: Executor | None = None) -> bool:
-        """Settle our head and adopt the blocks after it. False if one was refused (the peer
-        is not asked again this time) or none was new.
+        """Settle our head and adopt the blocks after it, cosigning the last one adopted.
+        False if one was refused (the peer is not asked again this time) or none was new.
 
         With a ``verifier``, the event signatures of each block are checked there, ahead,
         while this process applies and stores the blocks before it; if the verifier fails,
@@ -715,8 +715,9 @@ class LedgerNode:
                 break
         checks = self._check_ahead(blocks, verifier)
         ahead = bool(checks)
+        last: BlockHeader | None = None
+        refused = False
         try:
-            adopted = 0
             for position, block in enumerate(blocks):
                 if self._settle(block) or block.header.height <= self.ledger.head.height:
                     continue
@@ -728,14 +729,31 @@ class LedgerNode:
                         ahead = False
                     if block.header.height <= self.ledger.head.height:
                         continue  # consensus committed it meanwhile
-                if not self._adopt(block, cosign=position == len(blocks) - 1):
-                    return False
-                adopted += 1
+                if not self._adopt(block):
+                    refused = True
+                    break
+                last = block.header
                 await asyncio.sleep(0)  # the next batch arrives, peers' messages are handled
-            return adopted > 0 and len(blocks) == len(lines)
         finally:
             for check in checks:
                 _drop(check)
+        if last is not None:
+            self._cosign_adopted(last)
+        return last is not None and not refused and len(blocks) == len(lines)
+
+    def _cosign_adopted(self, header: BlockHeader) -> None:
+        """Cosign the checkpoint of the last block adopted from a peer, if it is still our head.
+
+        The blocks adopted before it are not cosigned: the validators that committed them
+        through consensus have, and a cosignature of each would cost every peer a database
+        read, most often to find a quorum's checkpoint there already (D43).
+        """
+        if self.fault is not None or header.block_hash != self.ledger.head.block_hash:
+            return
+        try:
+            self._cosign(header)
+        except StorageError as e:
+            self._fault(e)
 
     def _check_ahead(
         self, blocks: list[Block], verifier: Executor | None
@@ -776,13 +794,9 @@ class LedgerNode:
                 self.ledger.replace_certificate(head.height, certificate)
         return True
 
-    def _adopt(self, block: Block, *, cosign: bool) -> bool:
-        """Commit a block fetched from a peer if its certificate and events check out.
-
-        ``cosign`` its checkpoint only for the last block of a batch: the peers hold a
-        quorum's checkpoints of the blocks behind it, and a cosignature of each would cost
-        every peer a database read for nothing (D43).
-        """
+    def _adopt(self, block: Block) -> bool:
+        """Commit a block fetched from a peer if its certificate and events check out (its
+        checkpoint is not cosigned: see :meth:`_cosign_adopted`)."""
         try:
             header = block.header
             if header.height != self.ledger.head.height + 1 or block.commit is None:
@@ -794,7 +808,7 @@ class LedgerNode:
                 header.block_hash,
                 self.genesis.validator_keys,
             )
-            self._commit(block, block.commit, cosign=cosign)
+            self._commit(block, block.commit, cosign=False)
         except StorageError as e:
             self._fault(e)
             return False

@@ -176,9 +176,9 @@ def _serve(node: LedgerNode, log: list[tuple[str, int]], chain: list[Block]) -> 
     node._export = export  # type: ignore[method-assign]
     original = node._adopt
 
-    def adopt(block: Block, **options: Any) -> bool:
+    def adopt(block: Block) -> bool:
         log.append(("adopted", block.header.height))
-        return original(block, **options)
+        return original(block)
 
     node._adopt = adopt  # type: ignore[method-assign]
 
@@ -204,12 +204,33 @@ def test_catch_up_cosigns_the_last_block_of_each_batch(tmp_path: Path) -> None:
     node = _catching_up(tmp_path)
     _serve(node, [], CHAIN)
     asyncio.run(node._catch_up())
-    outbox = next(iter(node._links.values())).outbox
-    sent = [json.loads(outbox.get_nowait()) for _ in range(outbox.qsize())]
-    sizes = [item["body"]["size"] for item in sent if item["kind"] == "cosignature"]
+    sizes = _cosigned(node)
     assert sizes == [CHAIN[h].header.tree_size for h in (65, 129, len(CHAIN) - 1)]
     assert sorted(node._cosignatures) == sizes
     node.store.close()
+
+
+def test_catch_up_cosigns_its_head_when_a_batch_ends_early(tmp_path: Path) -> None:
+    # The last block adopted is cosigned whatever ends the batch: here a line that is not a
+    # block, and a block with another block's certificate.
+    node = _catching_up(tmp_path)
+    lines = list(export_lines(FOUR.genesis, CHAIN[:11]))[1:]
+    assert not asyncio.run(node._adopt_lines([*lines, b'{"header": null}']))
+    assert _cosigned(node) == [CHAIN[10].header.tree_size]
+
+    bad = Block(CHAIN[15].header, CHAIN[15].events, CHAIN[14].commit)
+    lines = list(export_lines(FOUR.genesis, [*CHAIN[10:15], bad, *CHAIN[16:20]]))[1:]
+    assert not asyncio.run(node._adopt_lines(lines))
+    assert node.ledger.head.height == 14
+    assert _cosigned(node) == [CHAIN[14].header.tree_size]
+    node.store.close()
+
+
+def _cosigned(node: LedgerNode) -> list[int]:
+    """The tree sizes of the checkpoint cosignatures the node has sent since last asked."""
+    outbox = next(iter(node._links.values())).outbox
+    sent = [json.loads(outbox.get_nowait()) for _ in range(outbox.qsize())]
+    return [item["body"]["size"] for item in sent if item["kind"] == "cosignature"]
 
 
 def test_catch_up_stops_at_a_bad_block_and_asks_again_where_it_stopped(tmp_path: Path) -> None:
