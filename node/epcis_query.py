@@ -411,7 +411,7 @@ def run_event_query(
     block_times: dict[int, str] = {}
     for stored in found:
         if stored.height not in block_times:
-            block_times[stored.height] = store.block(stored.height).header.time
+            block_times[stored.height] = store.header(stored.height).time
     exported = export_document(
         [CommittedLotEvent(s.envelope, s.index, block_times[s.height]) for s in found],
         network=store.genesis.network,

@@ -29,7 +29,7 @@ def _committed(store: Store, indexes: set[int]) -> list[CommittedLotEvent]:
         if stored is None:
             continue
         if stored.height not in block_times:
-            block_times[stored.height] = store.block(stored.height).header.time
+            block_times[stored.height] = store.header(stored.height).time
         events.append(CommittedLotEvent(stored.envelope, index, block_times[stored.height]))
     return events
 
@@ -59,7 +59,7 @@ def time_range_history(
         low, high = 1, head + 1
         while low < high:
             middle = (low + high) // 2
-            if parse_time(store.block(middle).header.time) < moment:
+            if parse_time(store.header(middle).time) < moment:
                 low = middle + 1
             else:
                 high = middle

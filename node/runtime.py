@@ -124,7 +124,7 @@ class StoreLedger:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._head = store.block(store.head().height).header
+        self._head = store.header(store.head().height)
         self._state = CachedState(DatabaseState(store.engine))
 
     @property

@@ -351,6 +351,24 @@ class Store:
             raise StorageError(f"no block at height {height}")
         return blocks[0]
 
+    def header(self, height: int) -> BlockHeader:
+        """The header of the block at ``height``, read without its events.
+
+        Raises:
+            StorageError: there is no such block, or its stored header is unreadable.
+        """
+        try:
+            with self._engine.connect() as connection:
+                raw = connection.scalar(select(BlockRow.header).where(BlockRow.height == height))
+        except SQLAlchemyError as e:
+            raise StorageError(f"cannot read block {height}: {e}") from e
+        if raw is None:
+            raise StorageError(f"no block at height {height}")
+        try:
+            return parse_header(parse_json(raw))
+        except LedgerError as e:
+            raise StorageError(f"the stored header of block {height} is unreadable: {e}") from e
+
     def blocks(self, start: int, end: int) -> Iterator[Block]:
         """Blocks ``start..end`` (inclusive) in height order, read in chunks."""
         for row, leaves in self._block_rows(start, end):

@@ -101,7 +101,7 @@ def run_demo(directory: Path, *, nodes: int, blocks: int, events_per_block: int)
             f"[bold green]included[/] event {stored.envelope.event_id} ({stored.envelope.type}) "
             f"at index {index}: {len(proof)}-hash proof verifies against the checkpoint"
         )
-        older = store.block(max(1, head.height // 3)).header
+        older = store.header(max(1, head.height // 3))
         consistency = store.consistency_proof(older.tree_size, trusted.size)
         verify_consistency(
             older.tree_size,

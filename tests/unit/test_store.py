@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, event, func, inspect, select
+from sqlalchemy import Connection, Engine, event, func, inspect, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -374,6 +374,7 @@ def test_append_then_read_back_blocks_and_events(open_store: Callable[[], Store]
         assert head == store.head() == head_of(block)
         assert store.block(height).to_json() == block.to_json()
         assert store.block(height).commit == block.commit
+        assert store.header(height) == block.header
         first = index
         for envelope in block.events:
             assert_event_stored(store, envelope, index, height)
@@ -395,6 +396,9 @@ def test_append_then_read_back_blocks_and_events(open_store: Callable[[], Store]
     assert list(store.blocks(top + 1, top + 5)) == []
     with pytest.raises(StorageError):
         store.block(top + 1)
+    with pytest.raises(StorageError, match="no block at height"):
+        store.header(top + 1)
+    assert store.header(0) == blocks[0].header
 
     everything = [e for b in blocks for e in b.events]
     stored = store.events(0, index - 1)
@@ -789,6 +793,18 @@ def test_a_driver_error_in_a_hot_read_is_a_storage_error(
         store.consistency_proof(1, n)
     with pytest.raises(StorageError, match="cannot read events"):
         store.locations([first.envelope.event_id])
+
+
+def test_a_header_read_alone_keeps_the_storage_contract(open_store: Callable[[], Store]) -> None:
+    store = filled(open_store(), up_to=REFUSE_AT)
+    with store.engine.begin() as connection:
+        connection.execute(update(BlockRow).where(BlockRow.height == 2).values(header=b"{"))
+    with pytest.raises(StorageError, match="header of block 2 is unreadable"):
+        store.header(2)
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE blocks RENAME TO blocks_gone")
+    with pytest.raises(StorageError, match="cannot read block 3"):
+        store.header(3)
 
 
 def test_a_connection_lost_in_a_hot_read_is_not_handed_out_again(
