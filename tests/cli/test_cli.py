@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import sqlite3
@@ -181,3 +182,12 @@ def test_state_check_on_a_missing_ledger(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["state", "check", "--db", url])
     assert result.exit_code == EXIT_USAGE
     assert "no genesis" in result.output
+
+
+def test_the_console_script_imports_the_command_line_only_when_it_runs() -> None:
+    # multiprocessing imports the console script again in each process it spawns from it.
+    (script,) = importlib.metadata.entry_points(group="console_scripts", name="rantai")
+    assert script.value == "rantai:main"
+    code = "import sys, rantai; print('rantai.cli' in sys.modules, callable(rantai.main))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "True"]
