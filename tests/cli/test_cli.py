@@ -189,5 +189,5 @@ def test_the_console_script_imports_the_command_line_only_when_it_runs() -> None
     (script,) = importlib.metadata.entry_points(group="console_scripts", name="rantai")
     assert script.value == "rantai:main"
     code = "import sys, rantai; print('rantai.cli' in sys.modules, callable(rantai.main))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["False", "True"]
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.split() == ["False", "True"]
