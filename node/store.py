@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -562,11 +562,8 @@ class Store:
         in one query (for a proof, from the one or two pages of the leaf's block)."""
         nodes = [node for group in groups for node in group]
         found = self._upper.hashes(nodes)
-        keys = [
-            None if digest else node_key(level, index)
-            for (level, index), digest in zip(nodes, found, strict=True)
-        ]
-        wanted = {key for key in keys if key is not None}
+        wanted = {node_key(*node) for node, digest in zip(nodes, found, strict=True) if not digest}
+        stored: dict[int, bytes] = {}
         if wanted:
             try:
                 stored = _node_hashes(self._engine, wanted)
@@ -574,8 +571,9 @@ class Store:
                 raise StorageError(f"cannot read Merkle nodes: {e}") from e
             if len(stored) != len(wanted):
                 raise StorageError("the stored Merkle log is missing nodes")
-            found = [digest or stored[key] for key, digest in zip(keys, found, strict=True)]  # type: ignore[index]
-        complete = cast(list[bytes], found)
+        complete = [
+            digest or stored[node_key(*node)] for node, digest in zip(nodes, found, strict=True)
+        ]
         hashes, at = [], 0
         for group in groups:
             hashes.append(complete[at : at + len(group)])
